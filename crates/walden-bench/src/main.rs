@@ -1,0 +1,222 @@
+//! `walden-bench initial-copy`: the initial copy of one big table, walden against
+//! `psql -c "COPY t TO STDOUT (FORMAT binary)" > /dev/null` on the same server in the same
+//! run. Reports medians of several runs and walden's peak resident memory.
+//!
+//! Build both binaries in release mode first: `cargo build --release -p walden -p walden-bench`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use walden_testkit::{LocalPgOptions, LocalPostgres};
+
+#[derive(Parser)]
+#[command(
+    name = "walden-bench",
+    about = "walden benchmarks (ratios against same-run baselines)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Initial copy of one table vs COPY (FORMAT binary) to /dev/null.
+    InitialCopy {
+        /// Rows in the table.
+        #[arg(long, default_value_t = 5_000_000)]
+        rows: u64,
+        /// Runs of each side; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The walden binary (default: next to this one).
+        #[arg(long)]
+        walden: Option<PathBuf>,
+    },
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Peak resident set (VmHWM) of a running process, in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Bench::InitialCopy { rows, runs, walden } => {
+            let walden = match walden {
+                Some(w) => w,
+                None => std::env::current_exe()?
+                    .parent()
+                    .context("bench binary has no directory")?
+                    .join("walden"),
+            };
+            if !walden.exists() {
+                bail!(
+                    "{} not found: cargo build --release -p walden",
+                    walden.display()
+                );
+            }
+            rt.block_on(initial_copy(rows, runs.max(1), &walden))
+        }
+    }
+}
+
+async fn initial_copy(rows: u64, runs: usize, walden: &Path) -> Result<()> {
+    let pg = LocalPostgres::start(LocalPgOptions {
+        data_dir: None,
+        settings: vec![("shared_buffers".into(), "1GB".into())],
+    })?;
+    let url = pg.create_database("bench").await?;
+    let client = pg.connect("bench").await?;
+    eprintln!("generating {rows} rows ...");
+    let t = Instant::now();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE orders (
+                 id int8 PRIMARY KEY, customer_id int8 NOT NULL, status text NOT NULL,
+                 amount numeric(12,2) NOT NULL, placed_at timestamptz NOT NULL,
+                 note text, paid bool NOT NULL);
+             INSERT INTO orders
+             SELECT g, (g * 7919) % 1000003, (ARRAY['pending','paid','shipped','delivered','cancelled'])[1 + g % 5],
+                    ((g * 104729) % 100000) / 100.0, '2024-01-01'::timestamptz + (g || ' seconds')::interval,
+                    CASE WHEN g % 10 = 0 THEN 'gift wrap, leave at the door ' || g END, g % 3 = 0
+             FROM generate_series(1, {rows}) g;
+             VACUUM ANALYZE orders;"
+        ))
+        .await?;
+    let size: i64 = client
+        .query_one("SELECT pg_relation_size('orders')", &[])
+        .await?
+        .get(0);
+    eprintln!(
+        "generated in {:.1}s; table is {:.0} MiB",
+        t.elapsed().as_secs_f64(),
+        size as f64 / 1048576.0
+    );
+    // Warm the cache so neither side pays for the first read from disk.
+    client.batch_execute("SELECT count(*) FROM orders").await?;
+
+    let psql = pg.bin_dir().join("psql");
+    let mut baseline = Vec::new();
+    for i in 0..runs {
+        let t = Instant::now();
+        let status = Command::new(&psql)
+            .args([url.as_str(), "-c", "COPY orders TO STDOUT (FORMAT binary)"])
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("psql COPY failed");
+        }
+        let s = t.elapsed().as_secs_f64();
+        eprintln!(
+            "baseline run {}: {:.2}s ({:.0} rows/s)",
+            i + 1,
+            s,
+            rows as f64 / s
+        );
+        baseline.push(rows as f64 / s);
+    }
+
+    let mut ours = Vec::new();
+    let mut peaks = Vec::new();
+    for i in 0..runs {
+        let dir = tempfile_dir()?;
+        let cfg = dir.join("walden.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[source]\nurl = \"{url}\"\nslot = \"bench\"\npublication = \"bench\"\n\n[lake]\nwarehouse = \"{}\"\n",
+                dir.join("lake").display()
+            ),
+        )?;
+        let t = Instant::now();
+        let mut child = Command::new(walden)
+            .args([
+                "--config",
+                cfg.to_str().unwrap_or_default(),
+                "replicate",
+                "--quiet",
+            ])
+            .stdout(Stdio::null())
+            .spawn()?;
+        let pid = child.id();
+        let mut peak = 0;
+        let status = loop {
+            if let Some(p) = peak_rss(pid) {
+                peak = peak.max(p);
+            }
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let s = t.elapsed().as_secs_f64();
+        if !status.success() {
+            bail!("walden replicate failed");
+        }
+        eprintln!(
+            "walden run {}: {:.2}s ({:.0} rows/s), peak RSS {:.0} MiB",
+            i + 1,
+            s,
+            rows as f64 / s,
+            peak as f64 / 1048576.0
+        );
+        ours.push(rows as f64 / s);
+        peaks.push(peak as f64);
+        let status = Command::new(walden)
+            .args(["--config", cfg.to_str().unwrap_or_default(), "teardown"])
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("walden teardown failed");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let (b, w) = (median(baseline), median(ours));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!(
+        "initial copy of {rows} rows ({:.0} MiB heap), {runs} runs, {cores} cores, medians:",
+        size as f64 / 1048576.0
+    );
+    println!("  COPY (FORMAT binary) to /dev/null: {b:>12.0} rows/s");
+    println!("  walden replicate:                  {w:>12.0} rows/s");
+    println!("  ratio walden / COPY:               {:>12.2}", w / b);
+    println!(
+        "  walden peak RSS:                   {:>12.0} MiB (max {:.0} MiB)",
+        median(peaks.clone()) / 1048576.0,
+        peaks.iter().cloned().fold(0.0, f64::max) / 1048576.0
+    );
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "walden-bench-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}

@@ -1,0 +1,326 @@
+//! The row-level commit path iceberg-rust 0.10 does not offer: new data files plus
+//! position-delete files (or a full replacement) become a new snapshot with the next
+//! sequence number, for any number of tables, and all metadata pointers move in one
+//! catalog transaction together with the replication progress.
+
+use std::collections::HashMap;
+
+use iceberg::spec::{
+    DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestFile, ManifestList,
+    ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, SnapshotReference,
+    SnapshotRetention, Summary, TableMetadata, TableMetadataBuilder,
+};
+use uuid::Uuid;
+
+use crate::catalog::{PointerSwap, Progress};
+use crate::error::IcebergContext;
+use crate::{Lake, LakeError, LakeTable, Result};
+
+/// Changes to one table within a [`Commit`].
+#[derive(Debug, Clone)]
+pub struct TableChange {
+    /// The table as it was read (or created with [`Lake::new_table`]). The commit fails
+    /// with [`LakeError::Conflict`] if the catalog moved on since.
+    pub table: LakeTable,
+    /// New data files (content `Data`).
+    pub data_files: Vec<DataFile>,
+    /// New position-delete files; they apply to data files of earlier or equal sequence
+    /// numbers, i.e. to rows already in the table, not to `data_files` of this commit.
+    pub delete_files: Vec<DataFile>,
+    /// Drop every file of the previous snapshot: the table's contents become exactly
+    /// `data_files` (used by a re-sync).
+    pub replace: bool,
+    /// Extra snapshot summary properties (walden records `walden.lsn`).
+    pub summary: HashMap<String, String>,
+}
+
+impl TableChange {
+    pub fn new(table: LakeTable) -> Self {
+        Self {
+            table,
+            data_files: Vec::new(),
+            delete_files: Vec::new(),
+            replace: false,
+            summary: HashMap::new(),
+        }
+    }
+}
+
+/// One atomic unit: every table change and the progress become visible together.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    pub tables: Vec<TableChange>,
+    pub progress: Option<Progress>,
+}
+
+/// What a successful commit produced.
+#[derive(Debug, Clone)]
+pub struct CommitOutcome {
+    /// The tables as they are now, in the order of [`Commit::tables`].
+    pub tables: Vec<LakeTable>,
+}
+
+impl Lake {
+    /// Writes manifests, manifest lists and metadata files for every table, then swaps all
+    /// metadata pointers and writes the progress in one catalog transaction.
+    pub async fn commit(&self, commit: Commit) -> Result<CommitOutcome> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut swaps = Vec::with_capacity(commit.tables.len());
+        let mut prepared = Vec::with_capacity(commit.tables.len());
+        for change in &commit.tables {
+            let (location, metadata) = self.prepare(change, now_ms).await?;
+            swaps.push(PointerSwap {
+                table: change.table.name().clone(),
+                expected: change.table.metadata_location().map(str::to_string),
+                new_location: location.clone(),
+            });
+            prepared.push((change.table.name().clone(), metadata, location));
+        }
+        let store = self.store.clone();
+        let progress = commit.progress.clone();
+        tokio::task::spawn_blocking(move || store.commit(&swaps, progress.as_ref()))
+            .await
+            .map_err(|e| LakeError::Invalid(format!("catalog commit task failed: {e}")))??;
+        let tables = prepared
+            .into_iter()
+            .map(|(name, metadata, location)| {
+                LakeTable::new(name, std::sync::Arc::new(metadata), Some(location))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CommitOutcome { tables })
+    }
+
+    async fn prepare(&self, change: &TableChange, now_ms: i64) -> Result<(String, TableMetadata)> {
+        let table = &change.table;
+        let name = table.name();
+        let base = table.metadata();
+        let meta_dir = format!("{}/metadata", base.location());
+        let io = &self.file_io;
+        let ctx = |what: &str| format!("committing {name}: {what}");
+
+        for f in &change.data_files {
+            if f.content_type() != DataContentType::Data {
+                return Err(LakeError::Invalid(ctx("a data file has delete content")));
+            }
+        }
+        for f in &change.delete_files {
+            if f.content_type() != DataContentType::PositionDeletes {
+                return Err(LakeError::Invalid(ctx(
+                    "only position deletes are written (pyiceberg cannot read equality deletes)",
+                )));
+            }
+        }
+
+        let snapshot_id = loop {
+            let id = rand::random::<i64>() & i64::MAX;
+            if id != 0 && base.snapshot_by_id(id).is_none() {
+                break id;
+            }
+        };
+        let sequence_number = base.next_sequence_number();
+        let schema = base.current_schema().clone();
+        let spec = base.default_partition_spec().as_ref().clone();
+        let commit_uuid = Uuid::new_v4();
+
+        let mut manifests: Vec<ManifestFile> = Vec::new();
+        if !change.data_files.is_empty() {
+            let path = format!("{meta_dir}/{commit_uuid}-m0.avro");
+            let output = io.new_output(&path).ctx(|| ctx("creating a manifest"))?;
+            let mut writer =
+                ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.clone())
+                    .build_v2_data();
+            for file in &change.data_files {
+                writer
+                    .add_file(file.clone(), sequence_number)
+                    .ctx(|| ctx("adding a data file to the manifest"))?;
+            }
+            manifests.push(
+                writer
+                    .write_manifest_file()
+                    .await
+                    .ctx(|| ctx("writing the data manifest"))?,
+            );
+        }
+        if !change.delete_files.is_empty() {
+            let path = format!("{meta_dir}/{commit_uuid}-m1.avro");
+            let output = io
+                .new_output(&path)
+                .ctx(|| ctx("creating a delete manifest"))?;
+            let mut writer =
+                ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.clone())
+                    .build_v2_deletes();
+            for file in &change.delete_files {
+                writer
+                    .add_file(file.clone(), sequence_number)
+                    .ctx(|| ctx("adding a delete file to the manifest"))?;
+            }
+            manifests.push(
+                writer
+                    .write_manifest_file()
+                    .await
+                    .ctx(|| ctx("writing the delete manifest"))?,
+            );
+        }
+
+        let parent = base.current_snapshot();
+        let mut totals = Totals::default();
+        if let Some(parent) = parent.filter(|_| !change.replace) {
+            let bytes = io
+                .new_input(parent.manifest_list())
+                .ctx(|| ctx("opening the current manifest list"))?
+                .read()
+                .await
+                .ctx(|| ctx("reading the current manifest list"))?;
+            let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)
+                .ctx(|| ctx("parsing the current manifest list"))?;
+            manifests.extend(list.consume_entries());
+            totals = Totals::from_summary(&parent.summary().additional_properties);
+        }
+
+        let list_path = format!("{meta_dir}/snap-{snapshot_id}-1-{commit_uuid}.avro");
+        let list_out = io
+            .new_output(&list_path)
+            .ctx(|| ctx("creating the manifest list"))?
+            .writer()
+            .await
+            .ctx(|| ctx("opening the manifest list"))?;
+        let mut list_writer = ManifestListWriter::v2(
+            list_out,
+            snapshot_id,
+            parent.map(|p| p.snapshot_id()),
+            sequence_number,
+        );
+        list_writer
+            .add_manifests(manifests.into_iter())
+            .ctx(|| ctx("adding manifests to the manifest list"))?;
+        list_writer
+            .close()
+            .await
+            .ctx(|| ctx("writing the manifest list"))?;
+
+        let added_records: u64 = change.data_files.iter().map(|f| f.record_count()).sum();
+        let added_size: u64 = change
+            .data_files
+            .iter()
+            .map(|f| f.file_size_in_bytes())
+            .sum();
+        let added_deletes: u64 = change.delete_files.iter().map(|f| f.record_count()).sum();
+        totals.records = (totals.records + added_records).saturating_sub(added_deletes);
+        totals.data_files += change.data_files.len() as u64;
+        totals.delete_files += change.delete_files.len() as u64;
+        totals.position_deletes += added_deletes;
+        totals.files_size += added_size;
+
+        let operation = if change.replace || !change.delete_files.is_empty() {
+            Operation::Overwrite
+        } else {
+            Operation::Append
+        };
+        let mut props = change.summary.clone();
+        props.insert(
+            "added-data-files".into(),
+            change.data_files.len().to_string(),
+        );
+        props.insert("added-records".into(), added_records.to_string());
+        props.insert("added-files-size".into(), added_size.to_string());
+        props.insert(
+            "added-delete-files".into(),
+            change.delete_files.len().to_string(),
+        );
+        props.insert("added-position-deletes".into(), added_deletes.to_string());
+        totals.write(&mut props);
+
+        let snapshot = Snapshot::builder()
+            .with_snapshot_id(snapshot_id)
+            .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
+            .with_sequence_number(sequence_number)
+            .with_timestamp_ms(now_ms)
+            .with_manifest_list(list_path)
+            .with_summary(Summary {
+                operation,
+                additional_properties: props,
+            })
+            .with_schema_id(schema.schema_id())
+            .build();
+        let metadata = TableMetadataBuilder::new_from_metadata(
+            base.clone(),
+            table.metadata_location().map(str::to_string),
+        )
+        .add_snapshot(snapshot)
+        .and_then(|b| {
+            b.set_ref(
+                MAIN_BRANCH,
+                SnapshotReference::new(snapshot_id, SnapshotRetention::branch(None, None, None)),
+            )
+        })
+        .and_then(|b| b.build())
+        .ctx(|| ctx("building the new metadata"))?
+        .metadata;
+
+        let version = table
+            .metadata_location()
+            .and_then(metadata_version)
+            .map_or(0, |v| v + 1);
+        let location = format!("{meta_dir}/{version:05}-{}.metadata.json", Uuid::new_v4());
+        let json = serde_json::to_vec(&metadata)
+            .map_err(|e| LakeError::Invalid(ctx(&format!("serializing metadata: {e}"))))?;
+        io.new_output(&location)
+            .ctx(|| ctx("creating the metadata file"))?
+            .write(json.into())
+            .await
+            .ctx(|| ctx("writing the metadata file"))?;
+        Ok((location, metadata))
+    }
+}
+
+/// The version number at the start of a metadata file name (`00012-<uuid>.metadata.json`).
+fn metadata_version(location: &str) -> Option<u64> {
+    let file = location.rsplit('/').next()?;
+    file.split('-').next()?.parse().ok()
+}
+
+#[derive(Default)]
+struct Totals {
+    records: u64,
+    data_files: u64,
+    delete_files: u64,
+    position_deletes: u64,
+    files_size: u64,
+}
+
+impl Totals {
+    fn from_summary(p: &HashMap<String, String>) -> Self {
+        let get = |k: &str| p.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Self {
+            records: get("total-records"),
+            data_files: get("total-data-files"),
+            delete_files: get("total-delete-files"),
+            position_deletes: get("total-position-deletes"),
+            files_size: get("total-files-size"),
+        }
+    }
+
+    fn write(&self, p: &mut HashMap<String, String>) {
+        p.insert("total-records".into(), self.records.to_string());
+        p.insert("total-data-files".into(), self.data_files.to_string());
+        p.insert("total-delete-files".into(), self.delete_files.to_string());
+        p.insert(
+            "total-position-deletes".into(),
+            self.position_deletes.to_string(),
+        );
+        p.insert("total-files-size".into(), self.files_size.to_string());
+        p.insert("total-equality-deletes".into(), "0".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metadata_version_parses_the_prefix() {
+        assert_eq!(
+            super::metadata_version("/w/t/metadata/00012-abc-def.metadata.json"),
+            Some(12)
+        );
+        assert_eq!(super::metadata_version("/w/t/metadata/x.json"), None);
+    }
+}

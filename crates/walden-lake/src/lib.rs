@@ -1,0 +1,249 @@
+//! The lake: Iceberg v2 tables under one warehouse directory, registered in an Iceberg
+//! SQL catalog (SQLite, `<warehouse>/catalog.db`, catalog name `walden`).
+//!
+//! The one write operation is [`Lake::commit`]: any number of tables (new ones included)
+//! get new snapshots — data files, position-delete files, or a full replacement — and the
+//! replication [`Progress`] that covers them is recorded, all in one catalog transaction.
+//! Readers (walden's query engine, pyiceberg, DuckDB, ...) either see all of a commit or
+//! none of it.
+//!
+//! Files are written before the catalog transaction; a crash before it leaves only
+//! unreferenced files, never a visible partial state.
+
+mod catalog;
+mod commit;
+mod error;
+mod scan;
+pub mod schema;
+mod writer;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef as ArrowSchemaRef;
+use iceberg::spec::{
+    FormatVersion, SortOrder, TableMetadata, TableMetadataBuilder, UnboundPartitionSpec,
+};
+
+pub use catalog::Progress;
+pub use commit::{Commit, CommitOutcome, TableChange};
+pub use error::{LakeError, Result};
+pub use iceberg::io::FileIO;
+pub use iceberg::spec::DataFile;
+pub use scan::PlannedFile;
+pub use schema::{Column, ColumnType, TableSchema};
+pub use writer::{DataFileWriter, PositionDeleteWriter, WriterOptions};
+
+use crate::catalog::CatalogStore;
+use crate::error::IcebergContext;
+
+/// The catalog name walden registers its tables under (pyiceberg:
+/// `SqlCatalog("walden", uri="sqlite:///<warehouse>/catalog.db")`).
+pub const CATALOG_NAME: &str = "walden";
+
+/// A table's name in the lake: one namespace level (the Postgres schema for replicated
+/// tables) and the table name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl TableName {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.namespace, self.name)
+    }
+}
+
+/// A handle on the warehouse. Cheap to clone.
+#[derive(Clone)]
+pub struct Lake {
+    warehouse: PathBuf,
+    file_io: FileIO,
+    store: CatalogStore,
+}
+
+impl Lake {
+    /// Opens (creating if needed) the warehouse directory and its catalog database.
+    /// Fails with the path if the directory cannot be created or written.
+    pub fn open(warehouse: impl AsRef<Path>) -> Result<Self> {
+        let given = warehouse.as_ref();
+        let warehouse_err = |message: String| LakeError::Warehouse {
+            path: given.to_path_buf(),
+            message,
+        };
+        std::fs::create_dir_all(given)
+            .map_err(|e| warehouse_err(format!("cannot create the directory: {e}")))?;
+        let warehouse = given
+            .canonicalize()
+            .map_err(|e| warehouse_err(format!("cannot resolve the path: {e}")))?;
+        // Prove we can write here before anything else touches it.
+        let probe = warehouse.join(format!(".walden-write-test-{}", std::process::id()));
+        std::fs::write(&probe, b"ok")
+            .map_err(|e| warehouse_err(format!("the directory is not writable: {e}")))?;
+        let _ = std::fs::remove_file(&probe);
+        let store = CatalogStore::open(&warehouse.join("catalog.db"), CATALOG_NAME)?;
+        Ok(Self {
+            warehouse,
+            file_io: FileIO::new_with_fs(),
+            store,
+        })
+    }
+
+    pub fn warehouse(&self) -> &Path {
+        &self.warehouse
+    }
+
+    pub fn catalog_path(&self) -> &Path {
+        self.store.path()
+    }
+
+    pub fn file_io(&self) -> &FileIO {
+        &self.file_io
+    }
+
+    /// Where a table's files live: `<warehouse>/<namespace>/<table>`.
+    pub fn table_location(&self, name: &TableName) -> String {
+        self.warehouse
+            .join(&name.namespace)
+            .join(&name.name)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Every table in the catalog.
+    pub fn list_tables(&self) -> Result<Vec<TableName>> {
+        Ok(self
+            .store
+            .list_tables()?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// The table's current metadata, or `None` if the catalog does not have it.
+    pub async fn load_table(&self, name: &TableName) -> Result<Option<LakeTable>> {
+        let Some(location) = self.store.metadata_location(name)? else {
+            return Ok(None);
+        };
+        let bytes = self
+            .file_io
+            .new_input(&location)
+            .ctx(|| format!("opening metadata of {name} at {location}"))?
+            .read()
+            .await
+            .ctx(|| format!("reading metadata of {name} at {location}"))?;
+        let metadata: TableMetadata = serde_json::from_slice(&bytes).map_err(|e| {
+            LakeError::Invalid(format!(
+                "metadata of {name} at {location} is not valid: {e}"
+            ))
+        })?;
+        LakeTable::new(name.clone(), Arc::new(metadata), Some(location)).map(Some)
+    }
+
+    /// A table that does not exist yet: it becomes visible when a [`Commit`] that contains
+    /// it succeeds. `properties` become Iceberg table properties.
+    pub fn new_table(
+        &self,
+        name: &TableName,
+        schema: &TableSchema,
+        properties: HashMap<String, String>,
+    ) -> Result<LakeTable> {
+        let iceberg_schema = schema.to_iceberg()?;
+        let metadata = TableMetadataBuilder::new(
+            iceberg_schema,
+            UnboundPartitionSpec::builder().build(),
+            SortOrder::unsorted_order(),
+            self.table_location(name),
+            FormatVersion::V2,
+            properties,
+        )
+        .and_then(|b| b.build())
+        .ctx(|| format!("creating metadata for {name}"))?
+        .metadata;
+        LakeTable::new(name.clone(), Arc::new(metadata), None)
+    }
+
+    /// Replication progress of a stream, as last committed.
+    pub fn progress(&self, stream: &str) -> Result<Option<Progress>> {
+        self.store.progress(stream)
+    }
+
+    /// Removes tables (and optionally a stream's progress) from the catalog. Their files
+    /// stay on disk; other engines stop seeing the tables at once.
+    pub fn forget(&self, tables: &[TableName], stream: Option<&str>) -> Result<()> {
+        self.store.forget(tables, stream)
+    }
+}
+
+/// A table's metadata as of one catalog read (or a table about to be created).
+#[derive(Debug, Clone)]
+pub struct LakeTable {
+    name: TableName,
+    metadata: Arc<TableMetadata>,
+    /// `None` for a table that is not in the catalog yet.
+    metadata_location: Option<String>,
+    arrow_schema: ArrowSchemaRef,
+}
+
+impl LakeTable {
+    fn new(
+        name: TableName,
+        metadata: Arc<TableMetadata>,
+        metadata_location: Option<String>,
+    ) -> Result<Self> {
+        let arrow_schema = iceberg::arrow::schema_to_arrow_schema(metadata.current_schema())
+            .ctx(|| format!("converting the schema of {name} to Arrow"))?;
+        Ok(Self {
+            name,
+            metadata,
+            metadata_location,
+            arrow_schema: Arc::new(arrow_schema),
+        })
+    }
+
+    pub fn name(&self) -> &TableName {
+        &self.name
+    }
+
+    pub fn metadata(&self) -> &TableMetadata {
+        &self.metadata
+    }
+
+    pub fn metadata_location(&self) -> Option<&str> {
+        self.metadata_location.as_deref()
+    }
+
+    pub fn location(&self) -> &str {
+        self.metadata.location()
+    }
+
+    /// The Arrow schema data files must have (Iceberg field ids in the field metadata).
+    pub fn arrow_schema(&self) -> &ArrowSchemaRef {
+        &self.arrow_schema
+    }
+
+    /// Table property, if set.
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.metadata.properties().get(key).map(String::as_str)
+    }
+
+    /// A snapshot summary property of the current snapshot (e.g. `walden.lsn`).
+    pub fn snapshot_property(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .current_snapshot()
+            .and_then(|s| s.summary().additional_properties.get(key))
+            .map(String::as_str)
+    }
+}

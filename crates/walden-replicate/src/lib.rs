@@ -1,0 +1,68 @@
+//! Replication from a Postgres source into the lake.
+//!
+//! [`initial_sync`] copies every selected table from the slot's own exported snapshot and
+//! commits all of them, with the slot's consistent point as the replication progress, in
+//! one lake commit. Streaming from that point (the next stage) then delivers exactly the
+//! transactions the snapshot did not see.
+//!
+//! Progress state machine, kept in the lake's catalog under the slot name:
+//! - absent: nothing was ever started with this slot and lake;
+//! - `initial-sync` (lsn 0): a copy started; if found at start, that copy was interrupted,
+//!   its slot is dropped and the copy starts over (nothing of it was visible);
+//! - `streaming` (lsn = consistent point, later the last committed LSN): tables are in the
+//!   lake and the slot is ours.
+
+mod sync;
+
+pub use sync::{Quiet, SyncObserver, SyncOptions, SyncOutcome, initial_sync, teardown};
+
+use walden_lake::LakeError;
+use walden_pg::PgError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Source(#[from] PgError),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("{0}")]
+    Refused(String),
+    #[error(
+        "interrupted: the copy stopped before it committed; nothing of it is visible, the slot was dropped; run again to start over"
+    )]
+    Interrupted,
+}
+
+pub type Result<T, E = SyncError> = std::result::Result<T, E>;
+
+/// The replication state kept with the progress (`walden_progress.state`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct StreamState {
+    pub phase: Phase,
+    #[serde(default)]
+    pub system_id: Option<String>,
+    #[serde(default)]
+    pub timeline: Option<u32>,
+    #[serde(default)]
+    pub publication: Option<String>,
+    #[serde(default)]
+    pub consistent_point: Option<String>,
+    /// Every replicated table with the source relation OID it was copied from.
+    #[serde(default)]
+    pub tables: Vec<TableState>,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    InitialSync,
+    Streaming,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TableState {
+    pub source: String,
+    pub oid: u32,
+    pub lake: String,
+    pub rows: u64,
+}

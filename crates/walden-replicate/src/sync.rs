@@ -1,0 +1,520 @@
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use walden_lake::{
+    Commit, DataFile, DataFileWriter, Lake, LakeTable, Progress, TableChange, TableName,
+    WriterOptions,
+};
+use walden_pg::{
+    CopyReader, Decode, ExportedSnapshot, RowDecoder, SourceConn, SourceTable, copy_query,
+    drop_slot, ensure_publication, format_lsn, page_ranges, quote_literal, slot_info,
+};
+
+use crate::{Phase, Result, StreamState, SyncError, TableState};
+
+/// Told about the copy's progress (the CLI draws progress bars with it).
+pub trait SyncObserver: Send + Sync {
+    /// A table is about to be copied; `estimated_rows` from the planner's statistics.
+    fn table_started(&self, _table: &str, _estimated_rows: u64) {}
+    /// `rows` more rows of `table` were written.
+    fn rows_copied(&self, _table: &str, _rows: u64) {}
+    /// Every range of `table` is copied.
+    fn table_copied(&self, _table: &str, _rows: u64) {}
+    /// The lake commit is under way / done.
+    fn committing(&self) {}
+}
+
+/// No-op observer.
+pub struct Quiet;
+impl SyncObserver for Quiet {}
+
+/// How to run the copy.
+#[derive(Clone)]
+pub struct SyncOptions {
+    pub slot: String,
+    pub publication: String,
+    /// Copy connections working at once.
+    pub parallelism: usize,
+    /// Smallest ctid range worth its own COPY, in pages.
+    pub min_chunk_pages: i64,
+    pub writer: WriterOptions,
+    pub observer: Arc<dyn SyncObserver>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            slot: "walden".into(),
+            publication: "walden".into(),
+            parallelism: 4,
+            min_chunk_pages: 4096,
+            writer: WriterOptions::default(),
+            observer: Arc::new(Quiet),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncOutcome {
+    /// The slot's consistent point: the lake holds the source exactly as of it.
+    pub lsn: u64,
+    /// Rows per table.
+    pub tables: Vec<(TableName, u64)>,
+    /// The lake already held a completed sync for this slot; nothing was copied.
+    pub already_synced: bool,
+}
+
+fn lake_name(t: &SourceTable) -> TableName {
+    TableName::new(&t.schema, &t.name)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Copies `tables` from a new slot's exported snapshot into the lake and commits them
+/// together with the slot's consistent point. See the crate docs for the state machine.
+///
+/// `cancel` turning `true` stops the copy: the slot is dropped, nothing becomes visible,
+/// and [`SyncError::Interrupted`] is returned.
+pub async fn initial_sync(
+    conn: &SourceConn,
+    lake: &Lake,
+    tables: Vec<SourceTable>,
+    options: &SyncOptions,
+    cancel: watch::Receiver<bool>,
+) -> Result<SyncOutcome> {
+    let control = conn.connect().await?;
+    let slot = options.slot.as_str();
+
+    match lake.progress(slot)? {
+        Some(p) => {
+            let state: Option<StreamState> = serde_json::from_value(p.state.clone()).ok();
+            match state.as_ref().map(|s| s.phase) {
+                Some(Phase::Streaming) => {
+                    let Some(info) = slot_info(&control, slot).await? else {
+                        return Err(SyncError::Refused(format!(
+                            "the lake was synced through replication slot {slot}, but the source \
+                             has no such slot any more: changes since {} cannot be recovered. \
+                             Run `walden teardown` and replicate again to re-sync",
+                            format_lsn(p.lsn)
+                        )));
+                    };
+                    if info.wal_status.as_deref() == Some("lost") {
+                        return Err(SyncError::Refused(format!(
+                            "replication slot {slot} was invalidated (wal_status = lost; \
+                             max_slot_wal_keep_size exceeded?): the WAL since {} is gone. \
+                             Run `walden teardown` and replicate again to re-sync",
+                            format_lsn(p.lsn)
+                        )));
+                    }
+                    let tables = state
+                        .map(|s| {
+                            s.tables
+                                .into_iter()
+                                .map(|t| {
+                                    let (ns, name) =
+                                        t.lake.split_once('.').unwrap_or(("public", &t.lake));
+                                    (TableName::new(ns, name), t.rows)
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    return Ok(SyncOutcome {
+                        lsn: p.lsn,
+                        tables,
+                        already_synced: true,
+                    });
+                }
+                _ => {
+                    // An earlier copy was interrupted: nothing of it is visible; its slot
+                    // (if it got that far) pins WAL and must go.
+                    if drop_slot(&control, slot).await? {
+                        tracing::warn!(slot, "dropped the slot of an interrupted initial copy");
+                    }
+                }
+            }
+        }
+        None => {
+            if slot_info(&control, slot).await?.is_some() {
+                return Err(SyncError::Refused(format!(
+                    "replication slot {slot} already exists on the source, but this lake ({}) \
+                     has no record of it (another walden's slot, or a different lake?). Choose \
+                     another [source] slot, or drop it: SELECT pg_drop_replication_slot('{slot}')",
+                    lake.warehouse().display()
+                )));
+            }
+        }
+    }
+
+    ensure_publication(&control, &options.publication, &tables).await?;
+    let marker = |state: StreamState| Commit {
+        tables: Vec::new(),
+        progress: Some(Progress {
+            stream: slot.to_string(),
+            lsn: 0,
+            committed_at_ms: now_ms(),
+            state: serde_json::to_value(state).unwrap_or_default(),
+        }),
+    };
+    lake.commit(marker(StreamState {
+        phase: Phase::InitialSync,
+        system_id: None,
+        timeline: None,
+        publication: Some(options.publication.clone()),
+        consistent_point: None,
+        tables: Vec::new(),
+    }))
+    .await?;
+
+    let snapshot = ExportedSnapshot::create(conn, slot, &options.publication).await?;
+    tracing::info!(
+        slot,
+        consistent_point = %format_lsn(snapshot.consistent_point),
+        snapshot = %snapshot.snapshot_name,
+        "created replication slot"
+    );
+
+    let result = copy_and_commit(conn, lake, &tables, options, &snapshot, cancel).await;
+    let consistent_point = snapshot.consistent_point;
+    snapshot.release().await;
+    match result {
+        Ok(rows) => Ok(SyncOutcome {
+            lsn: consistent_point,
+            tables: rows,
+            already_synced: false,
+        }),
+        Err(e) => {
+            // Nothing was committed: do not leave a slot pinning WAL behind.
+            match drop_slot(&control, slot).await {
+                Ok(_) => {
+                    let _ = lake.forget(&[], Some(slot));
+                }
+                Err(drop_err) => tracing::error!(
+                    slot,
+                    error = %drop_err,
+                    "could not drop the slot of the failed copy; the next run drops it"
+                ),
+            }
+            Err(e)
+        }
+    }
+}
+
+struct Chunk {
+    table: usize,
+    range: Option<(i64, Option<i64>)>,
+}
+
+struct Shared {
+    queue: Mutex<VecDeque<Chunk>>,
+    files: Mutex<HashMap<usize, Vec<DataFile>>>,
+    rows: Mutex<HashMap<usize, u64>>,
+    remaining_chunks: Mutex<HashMap<usize, usize>>,
+}
+
+async fn copy_and_commit(
+    conn: &SourceConn,
+    lake: &Lake,
+    tables: &[SourceTable],
+    options: &SyncOptions,
+    snapshot: &ExportedSnapshot,
+    cancel: watch::Receiver<bool>,
+) -> Result<Vec<(TableName, u64)>> {
+    // Lake tables: new ones, or existing ones to replace when the schema is unchanged.
+    let mut targets: Vec<(LakeTable, bool)> = Vec::with_capacity(tables.len());
+    let mut decodes: Vec<Vec<Decode>> = Vec::with_capacity(tables.len());
+    for t in tables {
+        let schema = t.lake_schema().map_err(|why| {
+            SyncError::Refused(format!(
+                "{why}. Map the column to \"string\" in [source] column_types, or exclude the table"
+            ))
+        })?;
+        let name = lake_name(t);
+        let fresh = lake.new_table(
+            &name,
+            &schema,
+            HashMap::from([
+                ("walden.source".to_string(), t.display_name()),
+                ("walden.source-oid".to_string(), t.oid.to_string()),
+                (
+                    "write.parquet.compression-codec".to_string(),
+                    "zstd".to_string(),
+                ),
+            ]),
+        )?;
+        let target = match lake.load_table(&name).await? {
+            None => (fresh, false),
+            Some(existing) => {
+                if existing.arrow_schema().fields() != fresh.arrow_schema().fields() {
+                    return Err(SyncError::Refused(format!(
+                        "table {name} already exists in the lake with a different schema; \
+                         remove it first with `walden teardown --lake-tables`"
+                    )));
+                }
+                (existing, true)
+            }
+        };
+        decodes.push(
+            t.columns
+                .iter()
+                .map(|c| c.mapping.as_ref().map(|m| m.decode.clone()))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|why| SyncError::Refused(why.clone()))?,
+        );
+        targets.push(target);
+    }
+
+    let mut queue = VecDeque::new();
+    let mut remaining = HashMap::new();
+    for (i, t) in tables.iter().enumerate() {
+        let ranges = page_ranges(t, options.parallelism * 2, options.min_chunk_pages);
+        remaining.insert(i, ranges.len());
+        for range in ranges {
+            queue.push_back(Chunk { table: i, range });
+        }
+    }
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(queue),
+        files: Mutex::new(HashMap::new()),
+        rows: Mutex::new(HashMap::new()),
+        remaining_chunks: Mutex::new(remaining),
+    });
+    for t in tables {
+        options
+            .observer
+            .table_started(&t.display_name(), t.estimated_rows as u64);
+    }
+
+    let workers = options.parallelism.max(1);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let conn = conn.clone();
+        let shared = shared.clone();
+        let tables = tables.to_vec();
+        let targets: Vec<LakeTable> = targets.iter().map(|(t, _)| t.clone()).collect();
+        let decodes = decodes.clone();
+        let snapshot_name = snapshot.snapshot_name.clone();
+        let file_io = lake.file_io().clone();
+        let options = options.clone();
+        set.spawn(async move {
+            worker(
+                &conn,
+                &snapshot_name,
+                &tables,
+                &targets,
+                &decodes,
+                &file_io,
+                &options,
+                &shared,
+            )
+            .await
+        });
+    }
+    let mut cancel = cancel;
+    loop {
+        tokio::select! {
+            joined = set.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => { set.abort_all(); return Err(e); }
+                Some(Err(e)) => {
+                    set.abort_all();
+                    return Err(SyncError::Refused(format!("a copy worker failed: {e}")));
+                }
+            },
+            changed = cancel.changed() => {
+                if changed.is_err() || *cancel.borrow() {
+                    set.abort_all();
+                    while set.join_next().await.is_some() {}
+                    return Err(SyncError::Interrupted);
+                }
+            }
+        }
+    }
+
+    options.observer.committing();
+    let mut files = std::mem::take(&mut *shared.files.lock().unwrap_or_else(|p| p.into_inner()));
+    let rows = shared
+        .rows
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let lsn = format_lsn(snapshot.consistent_point);
+    let mut changes = Vec::with_capacity(tables.len());
+    let mut table_states = Vec::with_capacity(tables.len());
+    let mut outcome = Vec::with_capacity(tables.len());
+    for (i, (target, replace)) in targets.into_iter().enumerate() {
+        let n = rows.get(&i).copied().unwrap_or(0);
+        let name = target.name().clone();
+        let mut change = TableChange::new(target);
+        change.data_files = files.remove(&i).unwrap_or_default();
+        change.replace = replace;
+        change.summary.insert("walden.lsn".into(), lsn.clone());
+        change
+            .summary
+            .insert("walden.operation".into(), "initial-sync".into());
+        changes.push(change);
+        table_states.push(TableState {
+            source: tables[i].display_name(),
+            oid: tables[i].oid,
+            lake: name.to_string(),
+            rows: n,
+        });
+        outcome.push((name, n));
+    }
+    let state = StreamState {
+        phase: Phase::Streaming,
+        system_id: Some(snapshot.system_id.clone()),
+        timeline: Some(snapshot.timeline),
+        publication: Some(options.publication.clone()),
+        consistent_point: Some(lsn),
+        tables: table_states,
+    };
+    lake.commit(Commit {
+        tables: changes,
+        progress: Some(Progress {
+            stream: options.slot.clone(),
+            lsn: snapshot.consistent_point,
+            committed_at_ms: now_ms(),
+            state: serde_json::to_value(state).unwrap_or_default(),
+        }),
+    })
+    .await?;
+    Ok(outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn worker(
+    conn: &SourceConn,
+    snapshot_name: &str,
+    tables: &[SourceTable],
+    targets: &[LakeTable],
+    decodes: &[Vec<Decode>],
+    file_io: &walden_lake::FileIO,
+    options: &SyncOptions,
+    shared: &Shared,
+) -> Result<()> {
+    let client = conn.connect().await?;
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote_literal(snapshot_name)
+        ))
+        .await
+        .map_err(|source| walden_pg::PgError::Query {
+            context: "importing the slot's exported snapshot into a copy connection".into(),
+            source,
+        })?;
+    let mut current: Option<(usize, DataFileWriter)> = None;
+    loop {
+        let chunk = shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        let Some(chunk) = chunk else { break };
+        if current.as_ref().is_some_and(|(t, _)| *t != chunk.table) {
+            let (t, w) = current.take().expect("checked");
+            finish_writer(t, w, shared).await?;
+        }
+        let (_, writer) = current.get_or_insert_with(|| {
+            (
+                chunk.table,
+                DataFileWriter::new(file_io, &targets[chunk.table], options.writer.clone()),
+            )
+        });
+        let table = &tables[chunk.table];
+        let name = table.display_name();
+        let decoder = RowDecoder::new(
+            &name,
+            targets[chunk.table].arrow_schema().clone(),
+            &decodes[chunk.table],
+        )?;
+        let mut reader =
+            CopyReader::start(&client, &copy_query(table, chunk.range), decoder).await?;
+        let mut copied = 0u64;
+        while let Some(batch) = reader.next_batch().await? {
+            writer.write(&batch).await?;
+            copied += batch.num_rows() as u64;
+            options.observer.rows_copied(&name, batch.num_rows() as u64);
+        }
+        *shared
+            .rows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(chunk.table)
+            .or_default() += copied;
+        let left = {
+            let mut remaining = shared
+                .remaining_chunks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let left = remaining.entry(chunk.table).or_insert(1);
+            *left -= 1;
+            *left
+        };
+        if left == 0 {
+            // This worker copied the table's last range; other workers may still hold open
+            // writers for it, which they close when they move on or finish.
+            let total = shared
+                .rows
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&chunk.table)
+                .copied()
+                .unwrap_or(0);
+            options.observer.table_copied(&name, total);
+        }
+    }
+    if let Some((t, w)) = current.take() {
+        finish_writer(t, w, shared).await?;
+    }
+    let _ = client.batch_execute("COMMIT").await;
+    Ok(())
+}
+
+async fn finish_writer(table: usize, writer: DataFileWriter, shared: &Shared) -> Result<()> {
+    let files = writer.close().await?;
+    shared
+        .files
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(table)
+        .or_default()
+        .extend(files);
+    Ok(())
+}
+
+/// Drops the slot and the publication (and with `forget_tables`, removes the replicated
+/// tables from the lake's catalog along with the progress).
+pub async fn teardown(
+    conn: &SourceConn,
+    lake: &Lake,
+    slot: &str,
+    publication: &str,
+    forget_tables: bool,
+) -> Result<(bool, bool, usize)> {
+    let client = conn.connect().await?;
+    let dropped_slot = drop_slot(&client, slot).await?;
+    let dropped_pub = walden_pg::drop_publication(&client, publication).await?;
+    let mut forgotten = 0;
+    let tables: Vec<TableName> = match lake.progress(slot)? {
+        Some(p) if forget_tables => serde_json::from_value::<StreamState>(p.state)
+            .map(|s| {
+                s.tables
+                    .iter()
+                    .filter_map(|t| t.lake.split_once('.'))
+                    .map(|(ns, n)| TableName::new(ns, n))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    if forget_tables {
+        forgotten = tables.len();
+    }
+    lake.forget(&tables, Some(slot))?;
+    Ok((dropped_slot, dropped_pub, forgotten))
+}

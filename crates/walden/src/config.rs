@@ -1,0 +1,351 @@
+//! The configuration file (`walden.toml`), environment overrides (`WALDEN__SECTION__KEY`)
+//! and validation. `walden.example.toml` at the repository root is the reference.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use walden_pg::{DiscoverOptions, SourceConn, TableSelector, UnconstrainedNumeric};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub source: Option<SourceSection>,
+    #[serde(default)]
+    pub lake: LakeSection,
+    #[serde(default)]
+    pub serve: ServeSection,
+    #[serde(default)]
+    pub models: ModelsSection,
+    #[serde(default)]
+    pub principals: Vec<Principal>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    /// `postgres://user[:password]@host:port/database`.
+    pub url: String,
+    /// Name of an environment variable holding the password (instead of the URL).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A file whose first line is the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_walden")]
+    pub publication: String,
+    #[serde(default = "default_walden")]
+    pub slot: String,
+    #[serde(default = "default_tables")]
+    pub tables: Vec<String>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Copy connections working at once during the initial copy.
+    #[serde(default = "default_copy_parallelism")]
+    pub copy_parallelism: usize,
+    /// Storage of `numeric` columns without precision: `"decimal(P,S)"` or `"string"`.
+    #[serde(default = "default_unconstrained_numeric")]
+    pub unconstrained_numeric: String,
+    /// `"schema.table.column" = "string"`: store that column as its text form.
+    #[serde(default)]
+    pub column_types: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeSection {
+    #[serde(default = "default_warehouse")]
+    pub warehouse: PathBuf,
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    #[serde(default = "default_target_file_size_bytes")]
+    pub target_file_size_bytes: u64,
+}
+
+impl Default for LakeSection {
+    fn default() -> Self {
+        Self {
+            warehouse: default_warehouse(),
+            flush_interval_ms: default_flush_interval_ms(),
+            target_file_size_bytes: default_target_file_size_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSection {
+    #[serde(default = "default_pg_listen")]
+    pub pg_listen: String,
+    #[serde(default = "default_http_listen")]
+    pub http_listen: String,
+}
+
+impl Default for ServeSection {
+    fn default() -> Self {
+        Self {
+            pg_listen: default_pg_listen(),
+            http_listen: default_http_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsSection {
+    #[serde(default = "default_models_path")]
+    pub path: PathBuf,
+}
+
+impl Default for ModelsSection {
+    fn default() -> Self {
+        Self {
+            path: default_models_path(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Principal {
+    pub name: String,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub namespaces: Option<Vec<String>>,
+    #[serde(default)]
+    pub max_rows: Option<u64>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+fn default_walden() -> String {
+    "walden".into()
+}
+fn default_tables() -> Vec<String> {
+    vec!["public.*".into()]
+}
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+fn default_copy_parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+fn default_unconstrained_numeric() -> String {
+    "decimal(38,10)".into()
+}
+fn default_warehouse() -> PathBuf {
+    PathBuf::from("./lake")
+}
+fn default_flush_interval_ms() -> u64 {
+    1000
+}
+fn default_target_file_size_bytes() -> u64 {
+    128 * 1024 * 1024
+}
+fn default_pg_listen() -> String {
+    "127.0.0.1:7432".into()
+}
+fn default_http_listen() -> String {
+    "127.0.0.1:7480".into()
+}
+fn default_models_path() -> PathBuf {
+    PathBuf::from("models")
+}
+
+/// Where the configuration came from, for messages.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+}
+
+/// Reads `path` (or `./walden.toml` when it exists and no path is given), then applies
+/// `WALDEN__SECTION__KEY` variables, then validates.
+pub fn load(path: Option<&Path>) -> Result<Loaded> {
+    let file = match path {
+        Some(p) => {
+            if !p.exists() {
+                bail!(
+                    "config file {} does not exist (see walden.example.toml for a template)",
+                    p.display()
+                );
+            }
+            Some(p.to_path_buf())
+        }
+        None => Some(PathBuf::from("walden.toml")).filter(|p| p.exists()),
+    };
+    let mut figment = Figment::new();
+    if let Some(f) = &file {
+        figment = figment.merge(Toml::file_exact(f));
+    }
+    figment = figment.merge(Env::prefixed("WALDEN__").split("__"));
+    let config: Config = figment.extract().map_err(|e| {
+        let origin = file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "the environment".into());
+        let all: Vec<String> = e.into_iter().map(|e| describe_figment_error(&e)).collect();
+        anyhow!("invalid configuration ({origin}):\n  {}", all.join("\n  "))
+    })?;
+    let base = file
+        .as_ref()
+        .and_then(|f| f.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut config = config;
+    validate(&mut config, &base, file.as_deref())?;
+    Ok(Loaded { config, file })
+}
+
+fn describe_figment_error(e: &figment::Error) -> String {
+    let key = if e.path.is_empty() {
+        String::new()
+    } else {
+        format!("key `{}`: ", e.path.join("."))
+    };
+    let source = match &e.metadata {
+        Some(m) => match &m.source {
+            Some(s) => format!(" (in {s})"),
+            None => format!(" (from {})", m.name),
+        },
+        None => String::new(),
+    };
+    format!("{key}{}{source}", e.kind)
+}
+
+fn validate(config: &mut Config, base: &Path, file: Option<&Path>) -> Result<()> {
+    let origin = file
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "environment".into());
+    if config.lake.warehouse.is_relative() && !base.as_os_str().is_empty() {
+        config.lake.warehouse = base.join(&config.lake.warehouse);
+    }
+    if config.lake.flush_interval_ms == 0 {
+        bail!("invalid configuration ({origin}): key `lake.flush_interval_ms` must be positive");
+    }
+    if let Some(s) = &config.source {
+        let at = |key: &str, msg: String| {
+            anyhow!("invalid configuration ({origin}): key `source.{key}`: {msg}")
+        };
+        TableSelector::new(&s.tables).map_err(|m| at("tables", m))?;
+        s.unconstrained_numeric
+            .parse::<UnconstrainedNumeric>()
+            .map_err(|m| at("unconstrained_numeric", m))?;
+        for (col, ty) in &s.column_types {
+            if col.split('.').count() != 3 {
+                return Err(at(
+                    "column_types",
+                    format!("{col:?} must name schema.table.column"),
+                ));
+            }
+            if ty != "string" {
+                return Err(at(
+                    "column_types",
+                    format!("{col:?} = {ty:?}: the only override is \"string\""),
+                ));
+            }
+        }
+        if !(1..=64).contains(&s.copy_parallelism) {
+            return Err(at("copy_parallelism", "must be between 1 and 64".into()));
+        }
+        if s.connect_timeout_ms == 0 {
+            return Err(at("connect_timeout_ms", "must be positive".into()));
+        }
+        if s.slot.is_empty()
+            || !s
+                .slot
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(at(
+                "slot",
+                "slot names may contain only lower-case letters, digits and underscores".into(),
+            ));
+        }
+        s.connection().map_err(|e| at("url", format!("{e:#}")))?;
+    }
+    Ok(())
+}
+
+impl Config {
+    pub fn source(&self) -> Result<&SourceSection> {
+        self.source.as_ref().ok_or_else(|| {
+            anyhow!(
+                "no [source] configured: set [source] url in walden.toml or WALDEN__SOURCE__URL"
+            )
+        })
+    }
+}
+
+impl SourceSection {
+    pub fn connection(&self) -> Result<SourceConn> {
+        let mut url = self.url.clone();
+        let password =
+            match (&self.password_env, &self.password_file) {
+                (Some(var), _) => Some(std::env::var(var).with_context(|| {
+                    format!("[source] password_env names {var}, which is not set")
+                })?),
+                (None, Some(file)) => Some(
+                    std::fs::read_to_string(file)
+                        .with_context(|| {
+                            format!("[source] password_file {} cannot be read", file.display())
+                        })?
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+                (None, None) => None,
+            };
+        if let Some(pw) = password {
+            // Key=value form: append; URL form: pass as a query parameter.
+            let sep = if url.contains('?') { '&' } else { '?' };
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                url = format!("{url}{sep}password={}", percent_encode(&pw));
+            } else {
+                url = format!("{url} password='{}'", pw.replace('\'', "\\'"));
+            }
+        }
+        Ok(SourceConn::new(
+            &url,
+            Duration::from_millis(self.connect_timeout_ms),
+        )?)
+    }
+
+    pub fn selector(&self) -> Result<TableSelector> {
+        TableSelector::new(&self.tables).map_err(|m| anyhow!("[source] tables: {m}"))
+    }
+
+    pub fn discover_options(&self) -> Result<DiscoverOptions> {
+        Ok(DiscoverOptions {
+            unconstrained_numeric: self
+                .unconstrained_numeric
+                .parse()
+                .map_err(|m| anyhow!("[source] unconstrained_numeric: {m}"))?,
+            string_columns: self.column_types.keys().cloned().collect(),
+        })
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,229 @@
+//! The `walden` command: configuration, the commands, and the quickstart. The only crate
+//! that sees every other one.
+
+pub mod config;
+pub mod output;
+pub mod progress;
+pub mod quickstart;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use walden_lake::Lake;
+use walden_pg::{CheckInput, CheckReport, Severity};
+use walden_query::QueryEngine;
+use walden_replicate::{SyncOptions, SyncOutcome};
+
+use crate::config::Config;
+
+/// Runs the source preflight and returns the report.
+pub async fn run_check(config: &Config) -> Result<CheckReport> {
+    let source = config.source()?;
+    let conn = source.connection()?;
+    let client = conn.connect().await?;
+    let selector = source.selector()?;
+    let discover = source.discover_options()?;
+    Ok(walden_pg::check(
+        &client,
+        &CheckInput {
+            selector: &selector,
+            discover: &discover,
+            slot: &source.slot,
+            publication: &source.publication,
+        },
+    )
+    .await?)
+}
+
+/// Prints a check report; returns whether it passed.
+pub fn print_check(report: &CheckReport) -> bool {
+    for f in &report.findings {
+        let mark = match f.severity {
+            Severity::Ok => "ok  ",
+            Severity::Warning => "warn",
+            Severity::Error => "FAIL",
+        };
+        println!("{mark} {}: {}", f.subject, f.message);
+        if let Some(fix) = &f.fix {
+            if f.severity != Severity::Ok {
+                println!("       fix: {fix}");
+            }
+        }
+    }
+    let errors = report.errors().count();
+    if errors == 0 {
+        println!(
+            "\nthe source is ready for walden ({} tables)",
+            report.tables.len()
+        );
+        true
+    } else {
+        println!(
+            "\n{errors} problem{} must be fixed before walden can replicate",
+            if errors == 1 { "" } else { "s" }
+        );
+        false
+    }
+}
+
+/// The initial sync: preflight, then copy, then commit. Ctrl-C stops it cleanly.
+pub async fn run_replicate(config: &Config, show_progress: bool) -> Result<SyncOutcome> {
+    let source = config.source()?;
+    // Local problems first: a lake we cannot write must not cost the source anything.
+    let lake = Lake::open(&config.lake.warehouse)?;
+    let report = run_check(config).await?;
+    if report.has_errors() {
+        print_check(&report);
+        bail!("the source failed the preflight (see above); nothing was changed");
+    }
+    let conn = source.connection()?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ninterrupted: stopping the copy and dropping its slot ...");
+            let _ = tx.send(true);
+        }
+    });
+    let observer: Arc<dyn walden_replicate::SyncObserver> = if show_progress {
+        Arc::new(progress::Bars::new())
+    } else {
+        Arc::new(walden_replicate::Quiet)
+    };
+    let options = SyncOptions {
+        slot: source.slot.clone(),
+        publication: source.publication.clone(),
+        parallelism: source.copy_parallelism,
+        writer: walden_lake::WriterOptions {
+            target_file_size_bytes: config.lake.target_file_size_bytes,
+            ..Default::default()
+        },
+        observer,
+        ..Default::default()
+    };
+    let outcome = walden_replicate::initial_sync(&conn, &lake, report.tables, &options, rx).await?;
+    Ok(outcome)
+}
+
+pub fn print_sync(outcome: &SyncOutcome, warehouse: &Path) {
+    let lsn = walden_pg::format_lsn(outcome.lsn);
+    if outcome.already_synced {
+        println!(
+            "nothing to copy: the lake at {} already holds the initial sync at LSN {lsn}",
+            warehouse.display()
+        );
+        return;
+    }
+    let rows: u64 = outcome.tables.iter().map(|(_, n)| n).sum();
+    println!(
+        "copied {} tables ({rows} rows) into {} as of LSN {lsn}",
+        outcome.tables.len(),
+        warehouse.display()
+    );
+    for (name, n) in &outcome.tables {
+        println!("  {:<40} {n:>12} rows", name.to_string());
+    }
+}
+
+/// Opens an existing lake (never creates one for a read).
+pub fn open_existing_lake(config: &Config) -> Result<Lake> {
+    let w = &config.lake.warehouse;
+    if !w.join("catalog.db").exists() {
+        bail!(
+            "no lake at {}: run `walden replicate` first (or set [lake] warehouse)",
+            w.display()
+        );
+    }
+    Ok(Lake::open(w)?)
+}
+
+pub async fn run_query(config: &Config, sql: &str, format: output::Format) -> Result<()> {
+    let lake = open_existing_lake(config)?;
+    let batches = QueryEngine::new(lake)
+        .sql(sql)
+        .await
+        .context("query failed")?;
+    output::print(&batches, format)
+}
+
+pub async fn run_status(config: &Config) -> Result<()> {
+    let lake = open_existing_lake(config)?;
+    let slot = config
+        .source
+        .as_ref()
+        .map(|s| s.slot.clone())
+        .unwrap_or_else(|| "walden".into());
+    match lake.progress(&slot)? {
+        Some(p) => {
+            let when = chrono::DateTime::from_timestamp_millis(p.committed_at_ms)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            let phase = p.state.get("phase").and_then(|v| v.as_str()).unwrap_or("?");
+            println!(
+                "slot {slot}: {phase}, lake at LSN {} (committed {when})",
+                walden_pg::format_lsn(p.lsn)
+            );
+        }
+        None => println!("slot {slot}: no replication recorded in this lake"),
+    }
+    println!("{:<40} {:>14} {:>8}", "table", "rows", "files");
+    for name in lake.list_tables()? {
+        let Some(t) = lake.load_table(&name).await? else {
+            continue;
+        };
+        let get = |k: &str| t.snapshot_property(k).unwrap_or("0").to_string();
+        println!(
+            "{:<40} {:>14} {:>8}",
+            name.to_string(),
+            get("total-records"),
+            get("total-data-files")
+        );
+    }
+    if let Some(source) = &config.source {
+        let conn = source.connection()?;
+        match conn.connect().await {
+            Ok(client) => match walden_pg::slot_info(&client, &source.slot).await? {
+                Some(info) => println!(
+                    "source slot {}: confirmed flush {}, wal_status {}",
+                    source.slot,
+                    info.confirmed_flush_lsn
+                        .map(walden_pg::format_lsn)
+                        .unwrap_or_else(|| "-".into()),
+                    info.wal_status.unwrap_or_else(|| "-".into())
+                ),
+                None => println!("source slot {}: does not exist", source.slot),
+            },
+            Err(e) => println!("source: unreachable ({e})"),
+        }
+    }
+    Ok(())
+}
+
+pub async fn run_teardown(config: &Config, lake_tables: bool) -> Result<()> {
+    let source = config.source()?;
+    let conn = source.connection()?;
+    let lake = Lake::open(&config.lake.warehouse)?;
+    let (slot, publication, forgotten) =
+        walden_replicate::teardown(&conn, &lake, &source.slot, &source.publication, lake_tables)
+            .await?;
+    println!(
+        "slot {}: {}",
+        source.slot,
+        if slot { "dropped" } else { "did not exist" }
+    );
+    println!(
+        "publication {}: {}",
+        source.publication,
+        if publication {
+            "dropped"
+        } else {
+            "did not exist"
+        }
+    );
+    if lake_tables {
+        println!("removed {forgotten} tables from the lake's catalog (their files stay on disk)");
+    } else {
+        println!("the lake's tables stay readable; a new `walden replicate` re-syncs them");
+    }
+    Ok(())
+}

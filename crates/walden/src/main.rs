@@ -1,0 +1,111 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use walden::output::Format;
+
+/// walden: an always-fresh, read-only analytics copy of PostgreSQL as Apache Iceberg tables.
+#[derive(Parser)]
+#[command(name = "walden", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (default: ./walden.toml when present). Every key can be set by
+    /// environment as WALDEN__SECTION__KEY.
+    #[arg(long, short, global = true, env = "WALDEN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter (tracing syntax, e.g. `debug` or `walden_pg=debug`).
+    #[arg(long, global = true, env = "WALDEN_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Preflight of the source: settings, privileges, tables and types, with fixes.
+    Check,
+    /// Copy the selected tables into the lake from a consistent snapshot.
+    Replicate {
+        /// Return once the lake holds the source's state as of the start.
+        #[arg(long)]
+        until_caught_up: bool,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Run one read-only SQL query over the lake.
+    Query {
+        sql: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Replication progress and the lake's tables.
+    Status,
+    /// Drop the replication slot and the publication.
+    Teardown {
+        /// Also remove the replicated tables from the lake's catalog.
+        #[arg(long)]
+        lake_tables: bool,
+    },
+    /// A throwaway Postgres with a demo shop database, copied into a local lake.
+    Quickstart {
+        /// Where to put the demo (Postgres data, lake, config).
+        #[arg(long, default_value = "walden-quickstart")]
+        dir: PathBuf,
+        /// Number of orders in the demo database.
+        #[arg(long, default_value_t = 100_000)]
+        scale: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Quickstart { dir, scale } = &cli.command {
+        walden::quickstart::run(dir, *scale).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let loaded = walden::config::load(cli.config.as_deref())?;
+    let config = &loaded.config;
+    match cli.command {
+        Command::Check => {
+            let report = walden::run_check(config).await?;
+            if !walden::print_check(&report) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Replicate { quiet, .. } => {
+            let outcome = walden::run_replicate(config, !quiet).await?;
+            walden::print_sync(&outcome, &config.lake.warehouse);
+        }
+        Command::Query { sql, format } => walden::run_query(config, &sql, format).await?,
+        Command::Status => walden::run_status(config).await?,
+        Command::Teardown { lake_tables } => walden::run_teardown(config, lake_tables).await?,
+        Command::Quickstart { .. } => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

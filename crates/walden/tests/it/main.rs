@@ -1,0 +1,76 @@
+//! walden's integration tests: a real Postgres (one throwaway cluster per test binary,
+//! a fresh database per test), the real `walden` binary where the process matters, and
+//! independent readers (pyiceberg, DuckDB) through `tests/interop/check_lake.py`.
+
+mod compare;
+mod initial_sync;
+mod preflight;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use walden::config::{Config, load};
+use walden_testkit::LocalPostgres;
+
+pub fn pg() -> &'static LocalPostgres {
+    walden_testkit::shared()
+}
+
+/// A config for `url` with its lake in `dir`, plus extra TOML lines for `[source]`.
+pub fn config(dir: &Path, url: &str, source_extra: &str) -> Config {
+    let path = dir.join("walden.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[source]\nurl = \"{url}\"\n{source_extra}\n\n[lake]\nwarehouse = \"{}\"\n",
+            dir.join("lake").display()
+        ),
+    )
+    .expect("writing the config");
+    load(Some(&path)).expect("loading the config").config
+}
+
+pub fn walden_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_walden"))
+}
+
+/// Runs the real binary with `args`; returns (success, stdout, stderr).
+pub fn walden(args: &[&str], envs: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(walden_bin());
+    cmd.args(args).env_remove("WALDEN_CONFIG");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running walden");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// pyiceberg and DuckDB read `tables` of the lake and must see exactly Postgres' rows.
+pub fn check_with_python_readers(lake: &Path, url: &str, tables: &[&str]) {
+    let python = walden_testkit::python().expect("the test venv (scripts/python-env.sh)");
+    let script = walden_testkit::repo_root().join("tests/interop/check_lake.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(script)
+        .arg("--catalog-db")
+        .arg(lake.join("catalog.db"))
+        .arg("--warehouse")
+        .arg(lake)
+        .arg("--pg")
+        .arg(url.replace("postgres://", "postgresql://"))
+        .arg("--readers")
+        .arg("pyiceberg,duckdb");
+    for t in tables {
+        cmd.arg("--table").arg(t);
+    }
+    let out = cmd.output().expect("running check_lake.py");
+    assert!(
+        out.status.success(),
+        "independent readers disagree with Postgres:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
