@@ -163,7 +163,18 @@ pub async fn check(client: &Client, input: &CheckInput<'_>) -> Result<CheckRepor
     match &slot {
         Some(info) => {
             let status = info.wal_status.clone().unwrap_or_else(|| "unknown".into());
-            if status == "lost" {
+            if info.database.as_deref() != Some(database.as_str()) {
+                push(
+                    Severity::Error,
+                    "replication slot",
+                    format!(
+                        "{} exists but belongs to database {} (slot names are cluster-wide)",
+                        input.slot,
+                        info.database.clone().unwrap_or_else(|| "(physical)".into())
+                    ),
+                    Some("choose another [source] slot name".into()),
+                );
+            } else if status == "lost" {
                 push(
                     Severity::Error,
                     "replication slot",

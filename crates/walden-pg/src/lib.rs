@@ -34,6 +34,13 @@ pub fn copy_query(table: &SourceTable, pages: Option<(i64, Option<i64>)>) -> Str
         .map(|c| {
             let q = quote_ident(&c.name);
             match c.mapping.as_ref().ok().and_then(|m| m.cast) {
+                // The type's output function, exactly what logical decoding sends (a cast
+                // can differ: inet::text adds the netmask).
+                Some("text") => {
+                    format!("CASE WHEN {q} IS NULL THEN NULL ELSE format('%s', {q}) END")
+                }
+                // array_out (element output functions), re-read as text[].
+                Some("text[]") => format!("{q}::text::text[]"),
                 Some(cast) => format!("{q}::{cast}"),
                 None => q,
             }

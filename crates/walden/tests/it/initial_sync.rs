@@ -3,7 +3,7 @@ use std::time::Duration;
 use walden_lake::{Commit, Lake, PositionDeleteWriter, TableChange, TableName};
 use walden_query::QueryEngine;
 
-use crate::{check_with_python_readers, compare, config, pg, walden};
+use crate::{check_with_python_readers, compare, config, pg, slot, walden};
 
 const ALL_TYPES: &str = r#"
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -100,7 +100,7 @@ async fn values_with_no_faithful_mapping_are_refused_by_name() {
     let lake = Lake::open(&cfg.lake.warehouse).unwrap();
     assert!(lake.list_tables().unwrap().is_empty());
     assert!(
-        walden_pg::slot_info(&client, "walden")
+        walden_pg::slot_info(&client, slot(&cfg))
             .await
             .unwrap()
             .is_none()
@@ -174,17 +174,17 @@ async fn a_database_equals_the_lake_row_by_row() {
     assert!(!outcome.already_synced);
     assert_eq!(outcome.tables.len(), 6);
 
-    let slot = walden_pg::slot_info(&client, "walden")
+    let slot_now = walden_pg::slot_info(&client, slot(&cfg))
         .await
         .unwrap()
         .expect("slot");
     assert_eq!(
-        slot.confirmed_flush_lsn,
+        slot_now.confirmed_flush_lsn,
         Some(outcome.lsn),
         "recorded LSN is the slot's consistent point"
     );
     let lake = Lake::open(&cfg.lake.warehouse).unwrap();
-    assert_eq!(lake.progress("walden").unwrap().unwrap().lsn, outcome.lsn);
+    assert_eq!(lake.progress(slot(&cfg)).unwrap().unwrap().lsn, outcome.lsn);
 
     let engine = QueryEngine::new(lake.clone());
     let mut names = Vec::new();
@@ -293,11 +293,11 @@ async fn writes_during_the_copy_are_not_in_the_lake() {
         changed, v,
         "updates of the same transactions are in, later ones are not"
     );
-    let slot = walden_pg::slot_info(&client, "walden")
+    let slot_now = walden_pg::slot_info(&client, slot(&cfg))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(slot.confirmed_flush_lsn, Some(outcome.lsn));
+    assert_eq!(slot_now.confirmed_flush_lsn, Some(outcome.lsn));
 }
 
 /// A copy killed with SIGKILL leaves nothing visible; the next run drops the orphaned slot
@@ -354,18 +354,24 @@ async fn an_interrupted_copy_recovers() {
             lake.list_tables().unwrap().is_empty(),
             "{signal}: nothing may be visible"
         );
-        let slot = walden_pg::slot_info(&client, "walden").await.unwrap();
+        let slot_now = walden_pg::slot_info(&client, slot(&cfg)).await.unwrap();
         if signal == "-INT" {
-            assert!(slot.is_none(), "Ctrl-C drops the slot");
+            assert!(slot_now.is_none(), "Ctrl-C drops the slot");
         } else {
-            assert!(slot.is_some(), "SIGKILL cannot drop it; the next run must");
+            assert!(
+                slot_now.is_some(),
+                "SIGKILL cannot drop it; the next run must"
+            );
         }
     }
     // SIGINT ran after SIGKILL: its run already dropped the orphan and was interrupted too.
     let outcome = walden::run_replicate(&cfg, false).await.unwrap();
     assert!(!outcome.already_synced);
     let slots: i64 = client
-        .query_one("SELECT count(*) FROM pg_replication_slots", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -440,7 +446,7 @@ async fn teardown_then_resync() {
     walden::run_replicate(&cfg, false).await.unwrap();
     walden::run_teardown(&cfg, false).await.unwrap();
     assert!(
-        walden_pg::slot_info(&client, "walden")
+        walden_pg::slot_info(&client, slot(&cfg))
             .await
             .unwrap()
             .is_none()

@@ -12,17 +12,31 @@ use std::process::Command;
 use walden::config::{Config, load};
 use walden_testkit::LocalPostgres;
 
+pub fn slot(config: &Config) -> &str {
+    &config.source.as_ref().expect("a [source]").slot
+}
+
 pub fn pg() -> &'static LocalPostgres {
     walden_testkit::shared()
 }
 
 /// A config for `url` with its lake in `dir`, plus extra TOML lines for `[source]`.
+/// Replication slots are cluster-wide, so each lake directory gets its own slot name
+/// (tests share one cluster and run in parallel).
 pub fn config(dir: &Path, url: &str, source_extra: &str) -> Config {
     let path = dir.join("walden.toml");
+    let slot: String = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("x")
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_lowercase();
     std::fs::write(
         &path,
         format!(
-            "[source]\nurl = \"{url}\"\n{source_extra}\n\n[lake]\nwarehouse = \"{}\"\n",
+            "[source]\nurl = \"{url}\"\nslot = \"walden_{slot}\"\n{source_extra}\n\n[lake]\nwarehouse = \"{}\"\n",
             dir.join("lake").display()
         ),
     )
