@@ -93,10 +93,11 @@ async fn initial_copy(rows: u64, runs: usize, walden: &Path) -> Result<()> {
              SELECT g, (g * 7919) % 1000003, (ARRAY['pending','paid','shipped','delivered','cancelled'])[1 + g % 5],
                     ((g * 104729) % 100000) / 100.0, '2024-01-01'::timestamptz + (g || ' seconds')::interval,
                     CASE WHEN g % 10 = 0 THEN 'gift wrap, leave at the door ' || g END, g % 3 = 0
-             FROM generate_series(1, {rows}) g;
-             VACUUM ANALYZE orders;"
+             FROM generate_series(1::int8, {rows}::int8) g;"
         ))
         .await?;
+    // Outside the batch: VACUUM cannot run in a transaction block.
+    client.batch_execute("VACUUM ANALYZE orders").await?;
     let size: i64 = client
         .query_one("SELECT pg_relation_size('orders')", &[])
         .await?

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 
 use iceberg::spec::{
-    DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestFile, ManifestList,
-    ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, SnapshotReference,
-    SnapshotRetention, Summary, TableMetadata, TableMetadataBuilder,
+    DataContentType, DataFile, MAIN_BRANCH, ManifestFile, ManifestListWriter,
+    ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
+    TableMetadata, TableMetadataBuilder,
 };
 use uuid::Uuid;
 
@@ -123,56 +123,36 @@ impl Lake {
         let commit_uuid = Uuid::new_v4();
 
         let mut manifests: Vec<ManifestFile> = Vec::new();
-        if !change.data_files.is_empty() {
-            let path = format!("{meta_dir}/{commit_uuid}-m0.avro");
+        for (files, deletes) in [(&change.data_files, false), (&change.delete_files, true)] {
+            if files.is_empty() {
+                continue;
+            }
+            let path = format!("{meta_dir}/{commit_uuid}-m{}.avro", u8::from(deletes));
             let output = io.new_output(&path).ctx(|| ctx("creating a manifest"))?;
-            let mut writer =
-                ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.clone())
-                    .build_v2_data();
-            for file in &change.data_files {
+            let builder =
+                ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.clone());
+            let mut writer = if deletes {
+                builder.build_v2_deletes()
+            } else {
+                builder.build_v2_data()
+            };
+            for file in files {
                 writer
                     .add_file(file.clone(), sequence_number)
-                    .ctx(|| ctx("adding a data file to the manifest"))?;
+                    .ctx(|| ctx("adding a file to a manifest"))?;
             }
             manifests.push(
                 writer
                     .write_manifest_file()
                     .await
-                    .ctx(|| ctx("writing the data manifest"))?,
-            );
-        }
-        if !change.delete_files.is_empty() {
-            let path = format!("{meta_dir}/{commit_uuid}-m1.avro");
-            let output = io
-                .new_output(&path)
-                .ctx(|| ctx("creating a delete manifest"))?;
-            let mut writer =
-                ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.clone())
-                    .build_v2_deletes();
-            for file in &change.delete_files {
-                writer
-                    .add_file(file.clone(), sequence_number)
-                    .ctx(|| ctx("adding a delete file to the manifest"))?;
-            }
-            manifests.push(
-                writer
-                    .write_manifest_file()
-                    .await
-                    .ctx(|| ctx("writing the delete manifest"))?,
+                    .ctx(|| ctx("writing a manifest"))?,
             );
         }
 
         let parent = base.current_snapshot();
         let mut totals = Totals::default();
         if let Some(parent) = parent.filter(|_| !change.replace) {
-            let bytes = io
-                .new_input(parent.manifest_list())
-                .ctx(|| ctx("opening the current manifest list"))?
-                .read()
-                .await
-                .ctx(|| ctx("reading the current manifest list"))?;
-            let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)
-                .ctx(|| ctx("parsing the current manifest list"))?;
+            let list = crate::scan::read_manifest_list(io, parent, name).await?;
             manifests.extend(list.consume_entries());
             totals = Totals::from_summary(&parent.summary().additional_properties);
         }

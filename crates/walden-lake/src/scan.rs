@@ -4,11 +4,28 @@
 use std::collections::HashMap;
 
 use arrow::array::{Array, Int64Array, StringArray};
-use iceberg::spec::{DataContentType, FormatVersion, ManifestList};
+use iceberg::spec::{DataContentType, FormatVersion, ManifestList, Snapshot};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::IcebergContext;
-use crate::{LakeError, LakeTable, Result};
+use crate::{LakeError, LakeTable, Result, TableName};
+
+/// The manifest list of `snapshot` (of table `name`, for messages).
+pub(crate) async fn read_manifest_list(
+    io: &iceberg::io::FileIO,
+    snapshot: &Snapshot,
+    name: &TableName,
+) -> Result<ManifestList> {
+    let path = snapshot.manifest_list();
+    let bytes = io
+        .new_input(path)
+        .ctx(|| format!("{name}: opening manifest list {path}"))?
+        .read()
+        .await
+        .ctx(|| format!("{name}: reading manifest list {path}"))?;
+    ManifestList::parse_with_version(&bytes, FormatVersion::V2)
+        .ctx(|| format!("{name}: parsing manifest list {path}"))
+}
 
 /// A data file to read and the rows of it that are deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,14 +47,7 @@ impl LakeTable {
             return Ok(Vec::new());
         };
         let ctx = |what: &str| format!("planning a scan of {name}: {what}");
-        let bytes = io
-            .new_input(snapshot.manifest_list())
-            .ctx(|| ctx("opening the manifest list"))?
-            .read()
-            .await
-            .ctx(|| ctx("reading the manifest list"))?;
-        let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)
-            .ctx(|| ctx("parsing the manifest list"))?;
+        let list = read_manifest_list(io, snapshot, name).await?;
         let mut data = Vec::new();
         let mut deletes = Vec::new();
         for manifest_file in list.entries() {

@@ -519,6 +519,12 @@ async fn query_command_prints_table_csv_and_json() {
     );
     assert!(ok);
     assert_eq!(out.trim(), r#"[{"id":1},{"id":2}]"#);
+    let (ok, out, err) = walden(&["--config", c, "status"], &[]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("streaming") && out.contains("public.t") && out.contains(" 2 "),
+        "{out}"
+    );
     // Read-only by construction: DDL and DML are refused on the plan.
     for bad in [
         "CREATE TABLE x (a int)",
@@ -530,4 +536,103 @@ async fn query_command_prints_table_csv_and_json() {
         assert!(!ok, "{bad} must be refused");
         assert!(err.contains("error:"), "{err}");
     }
+}
+
+/// A copy connection that dies mid-copy fails the sync cleanly: nothing visible, the slot
+/// dropped (no WAL pinned), and the next run succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_copy_connection_leaves_nothing_behind() {
+    let pg = pg();
+    let (db, url) = pg.fresh_database("lostconn").await.unwrap();
+    let client = pg.connect(&db).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE big (id int8 PRIMARY KEY, a text);
+             INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 1000000) g;",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &url, "copy_parallelism = 2");
+    let data_dir = cfg.lake.warehouse.join("public/big/data");
+    let sync_cfg = cfg.clone();
+    let sync = tokio::spawn(async move { walden::run_replicate(&sync_cfg, false).await });
+    let started = walden_testkit::wait_until(Duration::from_secs(60), || {
+        std::fs::read_dir(&data_dir)
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+    });
+    assert!(started, "the copy never started writing");
+    let killed: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'COPY%' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed > 0, "no copy connection to cut");
+    let err = sync.await.unwrap().unwrap_err();
+    assert!(format!("{err:#}").contains("copying public.big"), "{err:#}");
+    let lake = Lake::open(&cfg.lake.warehouse).unwrap();
+    assert!(lake.list_tables().unwrap().is_empty());
+    assert!(
+        walden_pg::slot_info(&client, slot(&cfg))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    walden::run_replicate(&cfg, false).await.unwrap();
+    let engine = QueryEngine::new(Lake::open(&cfg.lake.warehouse).unwrap());
+    let d = compare::diff(&client, "big", &engine, "public.big").await;
+    assert!(d.is_empty(), "{}", d.join("\n"));
+}
+
+/// A slot that disappeared after the sync is an error that says how to re-sync, never a
+/// silent new slot (the changes in between would be lost).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_slot_is_an_error_not_a_silent_restart() {
+    let pg = pg();
+    let (db, url) = pg.fresh_database("slotgone").await.unwrap();
+    let client = pg.connect(&db).await.unwrap();
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &url, "");
+    walden::run_replicate(&cfg, false).await.unwrap();
+    client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot(&cfg)])
+        .await
+        .unwrap();
+    let err = walden::run_replicate(&cfg, false).await.unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("no such slot") && msg.contains("walden teardown"),
+        "{msg}"
+    );
+    assert!(
+        walden_pg::slot_info(&client, slot(&cfg))
+            .await
+            .unwrap()
+            .is_none(),
+        "no new slot"
+    );
+    // A slot this lake does not know is refused too.
+    let other = tempfile::tempdir().unwrap();
+    let cfg2 = config(other.path(), &url, "");
+    client
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot(&cfg2)],
+        )
+        .await
+        .unwrap();
+    let err = walden::run_replicate(&cfg2, false).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("has no record of it"),
+        "{err:#}"
+    );
 }
