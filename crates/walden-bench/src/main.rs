@@ -4,6 +4,9 @@
 //!
 //! Build both binaries in release mode first: `cargo build --release -p walden -p walden-bench`.
 
+// A command-line tool: progress goes to stderr, results to stdout.
+#![allow(clippy::print_stderr)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

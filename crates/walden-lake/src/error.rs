@@ -27,7 +27,7 @@ pub enum LakeError {
     Iceberg {
         context: String,
         #[source]
-        source: iceberg::Error,
+        source: Box<iceberg::Error>,
     },
 
     #[error("{context}")]
@@ -58,7 +58,7 @@ impl<T> IcebergContext<T> for std::result::Result<T, iceberg::Error> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|source| LakeError::Iceberg {
             context: context(),
-            source,
+            source: Box::new(source),
         })
     }
 }

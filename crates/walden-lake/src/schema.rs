@@ -118,7 +118,7 @@ impl TableSchema {
             .build()
             .map_err(|source| LakeError::Iceberg {
                 context: "building the table schema".into(),
-                source,
+                source: Box::new(source),
             })
     }
 }

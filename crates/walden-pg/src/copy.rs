@@ -40,6 +40,8 @@ pub const BATCH_ROWS: usize = 32 * 1024;
 /// Bytes of COPY data per batch at most.
 pub const BATCH_BYTES: usize = 32 * 1024 * 1024;
 
+// One per column, not per value: variant size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Col {
     Bool(BooleanBuilder),
     Int2(Int32Builder),

@@ -154,7 +154,7 @@ impl TableProvider for LakeTableProvider {
         // Largest first onto the least-loaded partition.
         let partitions = state.config().target_partitions().max(1).min(live.len());
         let mut order: Vec<&PlannedFile> = live;
-        order.sort_by(|a, b| b.file_size.cmp(&a.file_size));
+        order.sort_by_key(|f| std::cmp::Reverse(f.file_size));
         let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions];
         for f in order {
             let mut pf = PartitionedFile::new(f.path.clone(), f.file_size);

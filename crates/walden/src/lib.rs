@@ -1,6 +1,9 @@
 //! The `walden` command: configuration, the commands, and the quickstart. The only crate
 //! that sees every other one.
 
+// A command-line tool: messages for the user go to stdout/stderr directly.
+#![allow(clippy::print_stderr)]
+
 pub mod config;
 pub mod output;
 pub mod progress;
@@ -45,10 +48,8 @@ pub fn print_check(report: &CheckReport) -> bool {
             Severity::Error => "FAIL",
         };
         println!("{mark} {}: {}", f.subject, f.message);
-        if let Some(fix) = &f.fix {
-            if f.severity != Severity::Ok {
-                println!("       fix: {fix}");
-            }
+        if let Some(fix) = f.fix.as_ref().filter(|_| f.severity != Severity::Ok) {
+            println!("       fix: {fix}");
         }
     }
     let errors = report.errors().count();
@@ -81,12 +82,12 @@ pub async fn run_replicate(config: &Config, show_progress: bool) -> Result<SyncO
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ninterrupted: stopping the copy and dropping its slot ...");
+            tracing::warn!("interrupted: stopping the copy and dropping its slot");
             let _ = tx.send(true);
         }
     });
     let observer: Arc<dyn walden_replicate::SyncObserver> = if show_progress {
-        Arc::new(progress::Bars::new())
+        Arc::new(progress::Bars::default())
     } else {
         Arc::new(walden_replicate::Quiet)
     };

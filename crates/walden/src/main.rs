@@ -1,3 +1,6 @@
+// The entry point renders the one error of a failed command on stderr.
+#![allow(clippy::print_stderr)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -12,9 +12,9 @@ pub struct Bars {
     commit: Mutex<Option<ProgressBar>>,
 }
 
-impl Bars {
+impl Default for Bars {
     /// Bars on stderr when it is a terminal; hidden otherwise (CI, pipes).
-    pub fn new() -> Self {
+    fn default() -> Self {
         let multi = MultiProgress::new();
         if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             multi.set_draw_target(ProgressDrawTarget::hidden());
