@@ -32,7 +32,7 @@ impl SyncObserver for Bars {
         let bar = self.multi.add(ProgressBar::new(estimated_rows.max(1)));
         bar.set_style(
             ProgressStyle::with_template(
-                "{prefix:<28} {bar:30} {human_pos:>11}/~{human_len:<11} rows {per_sec:>12} {msg}",
+                "{prefix:<28} {bar:30} {human_pos:>11}/~{human_len:<11} rows {elapsed:>4} {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );

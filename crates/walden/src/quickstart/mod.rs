@@ -98,6 +98,11 @@ pub async fn run(dir: &Path, scale: u32) -> Result<()> {
     println!("\n$ walden query \"{sql}\"");
     crate::run_query(config, sql, crate::output::Format::Table).await?;
 
+    let orders = walden_lake::Lake::open(&config.lake.warehouse)?
+        .load_table(&walden_lake::TableName::new("public", "orders"))
+        .await?
+        .and_then(|t| t.metadata_location().map(str::to_string))
+        .unwrap_or_default();
     let cfg = config_path.display();
     let wh = config.lake.warehouse.display();
     println!(
@@ -106,7 +111,7 @@ pub async fn run(dir: &Path, scale: u32) -> Result<()> {
          \n  walden --config {cfg} status\
          \n\nOther engines read the same tables:\
          \n  pyiceberg: SqlCatalog(\"walden\", uri=\"sqlite:///{wh}/catalog.db\", warehouse=\"file://{wh}\").load_table(\"public.orders\")\
-         \n  DuckDB:    SELECT * FROM iceberg_scan('<metadata_location from {wh}/catalog.db>')\n"
+         \n  DuckDB:    SELECT count(*) FROM iceberg_scan('{orders}')\n"
     );
     Ok(())
 }
