@@ -3,7 +3,7 @@ use std::time::Duration;
 use walden_lake::{Commit, Lake, PositionDeleteWriter, TableChange, TableName};
 use walden_query::QueryEngine;
 
-use crate::{check_with_python_readers, compare, config, pg, slot, walden};
+use crate::{assert_same, check_with_python_readers, compare, config, database, pg, slot, walden};
 
 const ALL_TYPES: &str = r#"
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -80,16 +80,12 @@ async fn every_type_round_trips_exactly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn values_with_no_faithful_mapping_are_refused_by_name() {
-    let pg = pg();
-    let (db, url) = pg.fresh_database("refuse").await.unwrap();
-    let client = pg.connect(&db).await.unwrap();
-    client
-        .batch_execute(
-            "CREATE TABLE n (id int PRIMARY KEY, v numeric(10,2));
+    let (_, url, client) = database(
+        "refuse",
+        "CREATE TABLE n (id int PRIMARY KEY, v numeric(10,2));
              INSERT INTO n VALUES (1, 'NaN');",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &url, "");
     let err = walden::run_replicate(&cfg, false).await.unwrap_err();
@@ -125,13 +121,11 @@ async fn values_with_no_faithful_mapping_are_refused_by_name() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unsupported_types_are_refused_with_options() {
-    let pg = pg();
-    let (db, url) = pg.fresh_database("unsupported").await.unwrap();
-    let client = pg.connect(&db).await.unwrap();
-    client
-        .batch_execute("CREATE TABLE shapes (id int PRIMARY KEY, p point, r int4range)")
-        .await
-        .unwrap();
+    let (_, url, _) = database(
+        "unsupported",
+        "CREATE TABLE shapes (id int PRIMARY KEY, p point, r int4range)",
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &url, "");
     let report = walden::run_check(&cfg).await.unwrap();
@@ -214,17 +208,10 @@ async fn a_database_equals_the_lake_row_by_row() {
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_during_the_copy_are_not_in_the_lake() {
     let pg = pg();
-    let (db, url) = pg.fresh_database("concurrent").await.unwrap();
-    let client = pg.connect(&db).await.unwrap();
-    client
-        .batch_execute(
-            "CREATE TABLE events (id int8 PRIMARY KEY, payload text);
+    let (db, url, client) = database("concurrent", "CREATE TABLE events (id int8 PRIMARY KEY, payload text);
              CREATE TABLE counter (k int PRIMARY KEY, v int8);
              INSERT INTO counter VALUES (1, 0);
-             INSERT INTO events SELECT g, repeat(md5(g::text), 8) FROM generate_series(-400000, -1) g;",
-        )
-        .await
-        .unwrap();
+             INSERT INTO events SELECT g, repeat(md5(g::text), 8) FROM generate_series(-400000, -1) g;").await;
     let writer_db = db.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
@@ -304,18 +291,10 @@ async fn writes_during_the_copy_are_not_in_the_lake() {
 /// and copies again. Ctrl-C (SIGINT) stops cleanly and drops the slot at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interrupted_copy_recovers() {
-    let pg = pg();
-    let (db, url) = pg.fresh_database("interrupt").await.unwrap();
-    let client = pg.connect(&db).await.unwrap();
-    client
-        .batch_execute(
-            "CREATE TABLE big (id int8 PRIMARY KEY, a text, b float8);
+    let (_, url, client) = database("interrupt", "CREATE TABLE big (id int8 PRIMARY KEY, a text, b float8);
              INSERT INTO big SELECT g, md5(g::text) || md5((g*7)::text), g / 3.0 FROM generate_series(1, 1500000) g;
              CREATE TABLE small (id int PRIMARY KEY);
-             INSERT INTO small SELECT generate_series(1, 10);",
-        )
-        .await
-        .unwrap();
+             INSERT INTO small SELECT generate_series(1, 10);").await;
     let dir = tempfile::tempdir().unwrap();
     let cfg_path = dir.path().join("walden.toml");
     let cfg = config(dir.path(), &url, "copy_parallelism = 2");
@@ -386,13 +365,7 @@ async fn an_interrupted_copy_recovers() {
 /// The row-level commit path: position deletes hide rows from every reader.
 #[tokio::test(flavor = "multi_thread")]
 async fn position_deletes_hide_rows_from_every_reader() {
-    let pg = pg();
-    let (db, url) = pg.fresh_database("deletes").await.unwrap();
-    let client = pg.connect(&db).await.unwrap();
-    client
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 1000) g;")
-        .await
-        .unwrap();
+    let (_, url, client) = database("deletes", "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 1000) g;").await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &url, "");
     walden::run_replicate(&cfg, false).await.unwrap();
@@ -434,13 +407,7 @@ async fn position_deletes_hide_rows_from_every_reader() {
 /// teardown removes slot and publication; replicating again re-syncs the same tables.
 #[tokio::test(flavor = "multi_thread")]
 async fn teardown_then_resync() {
-    let pg = pg();
-    let (db, url) = pg.fresh_database("teardown").await.unwrap();
-    let client = pg.connect(&db).await.unwrap();
-    client
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, g FROM generate_series(1, 100) g;")
-        .await
-        .unwrap();
+    let (_, url, client) = database("teardown", "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, g FROM generate_series(1, 100) g;").await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &url, "");
     walden::run_replicate(&cfg, false).await.unwrap();
@@ -463,21 +430,13 @@ async fn teardown_then_resync() {
         .unwrap();
     let outcome = walden::run_replicate(&cfg, false).await.unwrap();
     assert!(!outcome.already_synced);
-    let engine = QueryEngine::new(Lake::open(&cfg.lake.warehouse).unwrap());
-    let d = compare::diff(&client, "t", &engine, "public.t").await;
-    assert!(d.is_empty(), "{}", d.join("\n"));
+    assert_same(&client, &cfg, "t").await;
 }
 
 /// `walden query` prints results in the three formats.
 #[tokio::test(flavor = "multi_thread")]
 async fn query_command_prints_table_csv_and_json() {
-    let pg = pg();
-    let (db, url) = pg.fresh_database("querycmd").await.unwrap();
-    let client = pg.connect(&db).await.unwrap();
-    client
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, u uuid, v text); INSERT INTO t VALUES (1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'x'), (2, NULL, 'y');")
-        .await
-        .unwrap();
+    let (_, url, _) = database("querycmd", "CREATE TABLE t (id int PRIMARY KEY, u uuid, v text); INSERT INTO t VALUES (1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'x'), (2, NULL, 'y');").await;
     let dir = tempfile::tempdir().unwrap();
     let cfg_path = dir.path().join("walden.toml");
     config(dir.path(), &url, "");
@@ -542,16 +501,12 @@ async fn query_command_prints_table_csv_and_json() {
 /// dropped (no WAL pinned), and the next run succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_copy_connection_leaves_nothing_behind() {
-    let pg = pg();
-    let (db, url) = pg.fresh_database("lostconn").await.unwrap();
-    let client = pg.connect(&db).await.unwrap();
-    client
-        .batch_execute(
-            "CREATE TABLE big (id int8 PRIMARY KEY, a text);
+    let (_, url, client) = database(
+        "lostconn",
+        "CREATE TABLE big (id int8 PRIMARY KEY, a text);
              INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 1000000) g;",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &url, "copy_parallelism = 2");
     let data_dir = cfg.lake.warehouse.join("public/big/data");
@@ -584,22 +539,18 @@ async fn a_lost_copy_connection_leaves_nothing_behind() {
             .is_none()
     );
     walden::run_replicate(&cfg, false).await.unwrap();
-    let engine = QueryEngine::new(Lake::open(&cfg.lake.warehouse).unwrap());
-    let d = compare::diff(&client, "big", &engine, "public.big").await;
-    assert!(d.is_empty(), "{}", d.join("\n"));
+    assert_same(&client, &cfg, "big").await;
 }
 
 /// A slot that disappeared after the sync is an error that says how to re-sync, never a
 /// silent new slot (the changes in between would be lost).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_slot_is_an_error_not_a_silent_restart() {
-    let pg = pg();
-    let (db, url) = pg.fresh_database("slotgone").await.unwrap();
-    let client = pg.connect(&db).await.unwrap();
-    client
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);")
-        .await
-        .unwrap();
+    let (_, url, client) = database(
+        "slotgone",
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);",
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &url, "");
     walden::run_replicate(&cfg, false).await.unwrap();

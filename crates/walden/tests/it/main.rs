@@ -20,6 +20,31 @@ pub fn pg() -> &'static LocalPostgres {
     walden_testkit::shared()
 }
 
+/// A fresh database on the shared cluster with `sql` run in it: (name, URL, client).
+pub async fn database(prefix: &str, sql: &str) -> (String, String, tokio_postgres::Client) {
+    let (db, url) = pg().fresh_database(prefix).await.expect("a fresh database");
+    let client = pg().connect(&db).await.expect("connecting");
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("setting up {db}: {}", walden_testkit::pg_error(&e)));
+    (db, url, client)
+}
+
+/// The lake table `public.<table>` (as walden's engine reads it) equals Postgres' table
+/// row by row.
+pub async fn assert_same(client: &tokio_postgres::Client, cfg: &Config, table: &str) {
+    let engine = walden_query::QueryEngine::new(
+        walden_lake::Lake::open(&cfg.lake.warehouse).expect("the lake"),
+    );
+    let d = compare::diff(client, table, &engine, &format!("public.{table}")).await;
+    assert!(
+        d.is_empty(),
+        "{table} differs from Postgres:\n{}",
+        d.join("\n")
+    );
+}
+
 /// A config for `url` with its lake in `dir`, plus extra TOML lines for `[source]`.
 /// Replication slots are cluster-wide, so each lake directory gets its own slot name
 /// (tests share one cluster and run in parallel).
