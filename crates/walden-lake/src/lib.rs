@@ -234,11 +234,6 @@ impl LakeTable {
         &self.arrow_schema
     }
 
-    /// Table property, if set.
-    pub fn property(&self, key: &str) -> Option<&str> {
-        self.metadata.properties().get(key).map(String::as_str)
-    }
-
     /// A snapshot summary property of the current snapshot (e.g. `walden.lsn`).
     pub fn snapshot_property(&self, key: &str) -> Option<&str> {
         self.metadata

@@ -56,7 +56,6 @@ pub struct DataFileWriter {
     options: WriterOptions,
     builder: ParquetWriterBuilder,
     current: Option<iceberg::writer::file_writer::ParquetWriter>,
-    current_rows: u64,
     done: Vec<DataFile>,
     table: String,
 }
@@ -74,7 +73,6 @@ impl DataFileWriter {
             ),
             options,
             current: None,
-            current_rows: 0,
             done: Vec::new(),
             table: table.name().to_string(),
         }
@@ -109,14 +107,12 @@ impl DataFileWriter {
                     .await
                     .ctx(|| format!("opening data file {path}"))?,
             );
-            self.current_rows = 0;
         }
         let current = self.current.as_mut().expect("set above");
         current
             .write(batch)
             .await
             .ctx(|| format!("writing a data file of {}", self.table))?;
-        self.current_rows += batch.num_rows() as u64;
         use iceberg::writer::CurrentFileStatus;
         if current.current_written_size() as u64 >= self.options.target_file_size_bytes {
             self.roll().await?;
@@ -146,11 +142,6 @@ impl DataFileWriter {
     pub async fn close(mut self) -> Result<Vec<DataFile>> {
         self.roll().await?;
         Ok(self.done)
-    }
-
-    /// Rows written so far into files not yet returned.
-    pub fn pending_rows(&self) -> u64 {
-        self.current_rows + self.done.iter().map(|f| f.record_count()).sum::<u64>()
     }
 }
 

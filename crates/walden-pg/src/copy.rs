@@ -36,9 +36,9 @@ const TS_PLUS_INFINITY: i64 = 253_402_300_799_999_999;
 const TS_MINUS_INFINITY: i64 = -62_135_596_800_000_000;
 
 /// Rows per batch at most.
-pub const BATCH_ROWS: usize = 32 * 1024;
+const BATCH_ROWS: usize = 32 * 1024;
 /// Bytes of COPY data per batch at most.
-pub const BATCH_BYTES: usize = 32 * 1024 * 1024;
+const BATCH_BYTES: usize = 32 * 1024 * 1024;
 
 // One per column, not per value: variant size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -648,11 +648,6 @@ impl CopyReader {
                 }
             }
         }
-    }
-
-    /// Bytes of COPY data decoded into the current (unfinished) batch.
-    pub fn pending_bytes(&self) -> usize {
-        self.decoder.bytes
     }
 }
 

@@ -14,7 +14,7 @@ pub mod types;
 
 pub use check::{CheckInput, CheckReport, Finding, Severity, check};
 pub use conn::SourceConn;
-pub use copy::{BATCH_BYTES, BATCH_ROWS, CopyReader, RowDecoder};
+pub use copy::{CopyReader, RowDecoder};
 pub use discover::{
     DiscoverOptions, SourceColumn, SourceTable, TableSelector, discover, quote_ident, quote_literal,
 };
@@ -23,7 +23,7 @@ pub use slot::{
     ExportedSnapshot, PublicationInfo, SlotInfo, drop_publication, drop_slot, ensure_publication,
     format_lsn, parse_lsn, publication_info, slot_info,
 };
-pub use types::{ColumnMapping, Decode, TypeCatalog, UnconstrainedNumeric};
+pub use types::{ColumnMapping, Decode, ReadAs, TypeCatalog, UnconstrainedNumeric};
 
 /// The `SELECT` that reads `table` (optionally one ctid range of it) with the casts its
 /// column mappings ask for.
@@ -33,16 +33,9 @@ pub fn copy_query(table: &SourceTable, pages: Option<(i64, Option<i64>)>) -> Str
         .iter()
         .map(|c| {
             let q = quote_ident(&c.name);
-            match c.mapping.as_ref().ok().and_then(|m| m.cast) {
-                // The type's output function, exactly what logical decoding sends (a cast
-                // can differ: inet::text adds the netmask).
-                Some("text") => {
-                    format!("CASE WHEN {q} IS NULL THEN NULL ELSE format('%s', {q}) END")
-                }
-                // array_out (element output functions), re-read as text[].
-                Some("text[]") => format!("{q}::text::text[]"),
-                Some(cast) => format!("{q}::{cast}"),
-                None => q,
+            match &c.mapping {
+                Ok(m) => m.read_as.expr(&q),
+                Err(_) => q,
             }
         })
         .collect::<Vec<_>>()

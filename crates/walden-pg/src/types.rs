@@ -95,13 +95,56 @@ pub enum Decode {
     Array(Box<Decode>),
 }
 
-/// A column's mapping: the lake type, the decoder, and a cast for the copy query.
+/// How the copy query selects a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAs {
+    /// The column itself, in its binary form.
+    Value,
+    /// Its output function's text: exactly what logical decoding sends (a cast can differ:
+    /// `inet::text` adds the netmask).
+    OutputText,
+    /// An array's elements as their output functions' text.
+    OutputTextArray,
+    /// Cast to `numeric` (money: its text form depends on the locale).
+    Numeric,
+    /// An array cast to `numeric[]`.
+    NumericArray,
+}
+
+impl ReadAs {
+    /// The select-list expression for the quoted column `q`.
+    pub fn expr(self, q: &str) -> String {
+        match self {
+            ReadAs::Value => q.to_string(),
+            ReadAs::OutputText => {
+                format!("CASE WHEN {q} IS NULL THEN NULL ELSE format('%s', {q}) END")
+            }
+            // array_out (element output functions), read back as text[].
+            ReadAs::OutputTextArray => format!("{q}::text::text[]"),
+            ReadAs::Numeric => format!("{q}::numeric"),
+            ReadAs::NumericArray => format!("{q}::numeric[]"),
+        }
+    }
+
+    /// The same reading for an array of this element.
+    fn of_array(self) -> std::result::Result<Self, String> {
+        match self {
+            ReadAs::Value => Ok(ReadAs::Value),
+            ReadAs::OutputText => Ok(ReadAs::OutputTextArray),
+            ReadAs::Numeric => Ok(ReadAs::NumericArray),
+            ReadAs::OutputTextArray | ReadAs::NumericArray => {
+                Err("nested arrays are not supported".into())
+            }
+        }
+    }
+}
+
+/// A column's mapping: the lake type, the decoder, and how the copy query selects it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnMapping {
     pub lake: ColumnType,
     pub decode: Decode,
-    /// Selected as `col::<cast>` in the copy query (e.g. `text`, `text[]`, `numeric`).
-    pub cast: Option<&'static str>,
+    pub read_as: ReadAs,
 }
 
 #[derive(Debug, Clone)]
@@ -168,30 +211,24 @@ impl TypeCatalog {
             if let ColumnType::List(_) = elem.lake {
                 return Err("nested arrays are not supported".into());
             }
-            let cast = match elem.cast {
-                None => None,
-                Some("text") => Some("text[]"),
-                Some("numeric") => Some("numeric[]"),
-                Some(other) => return Err(format!("arrays needing a {other} cast")),
-            };
             return Ok(ColumnMapping {
                 lake: ColumnType::List(Box::new(elem.lake)),
                 decode: Decode::Array(Box::new(elem.decode)),
-                cast,
+                read_as: elem.read_as.of_array()?,
             });
         }
         let direct = |lake, decode| {
             Ok(ColumnMapping {
                 lake,
                 decode,
-                cast: None,
+                read_as: ReadAs::Value,
             })
         };
         let as_text = || {
             Ok(ColumnMapping {
                 lake: ColumnType::String,
                 decode: Decode::Text,
-                cast: Some("text"),
+                read_as: ReadAs::OutputText,
             })
         };
         if t.typtype == b'e' {
@@ -255,7 +292,7 @@ impl TypeCatalog {
                     precision: 19,
                     scale: 2,
                 },
-                cast: Some("numeric"),
+                read_as: ReadAs::Numeric,
             }),
             "text" | "varchar" | "bpchar" | "name" | "char" | "json" | "xml" => {
                 direct(ColumnType::String, Decode::Text)
@@ -285,13 +322,13 @@ impl TypeCatalog {
             ColumnMapping {
                 lake: ColumnType::List(Box::new(ColumnType::String)),
                 decode: Decode::Array(Box::new(Decode::Text)),
-                cast: Some("text[]"),
+                read_as: ReadAs::OutputTextArray,
             }
         } else {
             ColumnMapping {
                 lake: ColumnType::String,
                 decode: Decode::Text,
-                cast: Some("text"),
+                read_as: ReadAs::OutputText,
             }
         }
     }

@@ -7,6 +7,7 @@
 //! at SQL text.
 
 mod provider;
+mod schema;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use walden_lake::{Lake, LakeError};
 
 pub use provider::LakeTableProvider;
+use schema::LakeSchema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -52,23 +54,21 @@ impl QueryEngine {
         let catalog = ctx
             .catalog(SQL_CATALOG)
             .ok_or_else(|| DataFusionError::Internal("default catalog missing".into()))?;
-        if catalog.schema("public").is_none() {
-            catalog.register_schema("public", Arc::new(MemorySchemaProvider::new()))?;
-        }
+        catalog.register_schema("public", Arc::new(MemorySchemaProvider::new()))?;
+        // One schema per namespace; tables are loaded and planned when a query names them,
+        // not up front.
+        let mut namespaces: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for name in self.lake.list_tables()? {
-            let Some(table) = self.lake.load_table(&name).await? else {
-                continue;
-            };
-            let schema = match catalog.schema(&name.namespace) {
-                Some(s) => s,
-                None => {
-                    let s = Arc::new(MemorySchemaProvider::new());
-                    catalog.register_schema(&name.namespace, s.clone())?;
-                    s
-                }
-            };
-            let provider = LakeTableProvider::new(&self.lake, table).await?;
-            schema.register_table(name.name.clone(), Arc::new(provider))?;
+            namespaces
+                .entry(name.namespace)
+                .or_default()
+                .push(name.name);
+        }
+        for (namespace, tables) in namespaces {
+            catalog.register_schema(
+                &namespace.clone(),
+                Arc::new(LakeSchema::new(self.lake.clone(), namespace, tables)),
+            )?;
         }
         Ok(ctx)
     }

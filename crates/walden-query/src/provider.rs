@@ -31,7 +31,6 @@ use crate::Result;
 /// One lake table at one snapshot.
 #[derive(Debug)]
 pub struct LakeTableProvider {
-    table: LakeTable,
     schema: SchemaRef,
     files: Vec<PlannedFile>,
 }
@@ -49,23 +48,7 @@ impl LakeTableProvider {
                 .map(|f| f.as_ref().clone().with_metadata(Default::default()))
                 .collect::<Vec<_>>(),
         ));
-        Ok(Self {
-            table,
-            schema,
-            files,
-        })
-    }
-
-    pub fn table(&self) -> &LakeTable {
-        &self.table
-    }
-
-    /// Rows visible in this snapshot.
-    pub fn row_count(&self) -> u64 {
-        self.files
-            .iter()
-            .map(|f| f.record_count - f.deleted.len() as u64)
-            .sum()
+        Ok(Self { schema, files })
     }
 }
 

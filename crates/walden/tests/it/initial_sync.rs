@@ -587,3 +587,38 @@ async fn a_missing_slot_is_an_error_not_a_silent_restart() {
         "{err:#}"
     );
 }
+
+/// A query reads only the tables it names: a table whose metadata is gone does not stop
+/// queries on the others, and querying it names the missing file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_loads_only_the_tables_it_names() {
+    let (_, url, _) = database(
+        "lazy",
+        "CREATE TABLE a (id int PRIMARY KEY); INSERT INTO a VALUES (1), (2);
+         CREATE TABLE b (id int PRIMARY KEY); INSERT INTO b VALUES (3);",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &url, "");
+    walden::run_replicate(&cfg, false).await.unwrap();
+    let lake = Lake::open(&cfg.lake.warehouse).unwrap();
+    let b = lake
+        .load_table(&TableName::new("public", "b"))
+        .await
+        .unwrap()
+        .unwrap();
+    let b_metadata = b.metadata_location().unwrap().to_string();
+    std::fs::remove_file(&b_metadata).unwrap();
+
+    let engine = QueryEngine::new(lake);
+    let rows = engine.sql("SELECT count(*) FROM public.a").await.unwrap();
+    let n = rows[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(n, 2);
+    let err = engine.sql("SELECT * FROM public.b").await.unwrap_err();
+    assert!(format!("{err}").contains(&b_metadata), "{err}");
+}
