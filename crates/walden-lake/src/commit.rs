@@ -24,8 +24,9 @@ pub struct TableChange {
     pub table: LakeTable,
     /// New data files (content `Data`).
     pub data_files: Vec<DataFile>,
-    /// New position-delete files; they apply to data files of earlier or equal sequence
-    /// numbers, i.e. to rows already in the table, not to `data_files` of this commit.
+    /// New position-delete files. They apply to data files of earlier or equal sequence
+    /// numbers: rows already in the table and rows of `data_files` of this same commit
+    /// (a big transaction written in several parts deletes rows of its own earlier parts).
     pub delete_files: Vec<DataFile>,
     /// Drop every file of the previous snapshot: the table's contents become exactly
     /// `data_files` (used by a re-sync).

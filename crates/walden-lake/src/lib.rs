@@ -13,6 +13,7 @@
 mod catalog;
 mod commit;
 mod error;
+mod read;
 mod scan;
 pub mod schema;
 mod writer;

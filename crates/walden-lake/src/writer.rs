@@ -56,6 +56,9 @@ pub struct DataFileWriter {
     options: WriterOptions,
     builder: ParquetWriterBuilder,
     current: Option<iceberg::writer::file_writer::ParquetWriter>,
+    /// Path of the open file and rows written to it.
+    current_path: Arc<str>,
+    current_rows: u64,
     done: Vec<DataFile>,
     table: String,
 }
@@ -73,6 +76,8 @@ impl DataFileWriter {
             ),
             options,
             current: None,
+            current_path: Arc::from(""),
+            current_rows: 0,
             done: Vec::new(),
             table: table.name().to_string(),
         }
@@ -83,9 +88,12 @@ impl DataFileWriter {
         &self.arrow_schema
     }
 
-    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Writes `batch`; all its rows go to one file. Returns that file's path and the
+    /// position (row number within the file) of the batch's first row: with Iceberg
+    /// position deletes, `(path, position)` names a row.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<(Arc<str>, u64)> {
         if batch.num_rows() == 0 {
-            return Ok(());
+            return Ok((self.current_path.clone(), self.current_rows));
         }
         if batch.schema().fields() != self.arrow_schema.fields() {
             return Err(LakeError::Invalid(format!(
@@ -107,7 +115,11 @@ impl DataFileWriter {
                     .await
                     .ctx(|| format!("opening data file {path}"))?,
             );
+            self.current_path = Arc::from(path.as_str());
+            self.current_rows = 0;
         }
+        let at = (self.current_path.clone(), self.current_rows);
+        self.current_rows += batch.num_rows() as u64;
         let current = self.current.as_mut().expect("set above");
         current
             .write(batch)
@@ -117,7 +129,7 @@ impl DataFileWriter {
         if current.current_written_size() as u64 >= self.options.target_file_size_bytes {
             self.roll().await?;
         }
-        Ok(())
+        Ok(at)
     }
 
     async fn roll(&mut self) -> Result<()> {

@@ -42,6 +42,50 @@ pub enum PgError {
     Decode { context: String, message: String },
 }
 
+impl PgError {
+    /// Whether the error may pass by itself: the server unreachable, restarting or shutting
+    /// down, a dropped connection, too many connections, a slot still held by a session
+    /// that is going away.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PgError::Connect { .. } | PgError::ConnectTimeout { .. } => true,
+            PgError::Query { source, .. } => match source.as_db_error() {
+                None => true,
+                Some(db) => {
+                    let code = db.code().code();
+                    code.starts_with("08")
+                        || code.starts_with("57")
+                        || code.starts_with("53")
+                        || code == "55006"
+                }
+            },
+            PgError::Replication { source, .. } => match source {
+                pgwire_replication::PgWireError::Io(_)
+                | pgwire_replication::PgWireError::Task(_) => true,
+                pgwire_replication::PgWireError::Server(m) => {
+                    let m = m.to_ascii_lowercase();
+                    [
+                        "57p0",
+                        "08006",
+                        "55006",
+                        "53300",
+                        "shutting down",
+                        "starting up",
+                        "terminating connection",
+                        "is active for pid",
+                        "too many clients",
+                        "recovery",
+                    ]
+                    .iter()
+                    .any(|needle| m.contains(needle))
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = PgError> = std::result::Result<T, E>;
 
 pub(crate) trait QueryContext<T> {

@@ -5,14 +5,18 @@
 //! Nothing here writes to the lake; `walden-replicate` joins this crate to `walden-lake`.
 
 mod check;
+mod columns;
 mod conn;
 mod copy;
 mod discover;
 mod error;
+pub mod pgoutput;
 mod slot;
+pub mod text;
 pub mod types;
 
 pub use check::{CheckInput, CheckReport, Finding, Severity, check};
+pub use columns::ColumnBuilders;
 pub use conn::SourceConn;
 pub use copy::{CopyReader, RowDecoder};
 pub use discover::{

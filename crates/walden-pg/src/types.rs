@@ -95,6 +95,36 @@ pub enum Decode {
     Array(Box<Decode>),
 }
 
+impl Decode {
+    /// The decoder that reads a value in its text form (what pgoutput sends) into a column
+    /// of Arrow type `dt`, the type a [`ColumnMapping`] produced. Text needs no more than
+    /// the target type: an `int2`, `int4` or `oid` all arrive as decimal digits.
+    pub fn for_text(dt: &arrow::datatypes::DataType) -> Option<Decode> {
+        use arrow::datatypes::DataType as D;
+        Some(match dt {
+            D::Boolean => Decode::Bool,
+            D::Int32 => Decode::Int4,
+            D::Int64 => Decode::Int8,
+            D::Float32 => Decode::Float4,
+            D::Float64 => Decode::Float8,
+            D::Decimal128(p, s) => Decode::Numeric {
+                precision: *p,
+                scale: u8::try_from(*s).ok()?,
+            },
+            D::Utf8 => Decode::Text,
+            D::LargeBinary => Decode::Bytea,
+            D::Date32 => Decode::Date,
+            D::Time64(_) => Decode::Time,
+            D::Timestamp(_, None) => Decode::Timestamp,
+            D::Timestamp(_, Some(_)) => Decode::TimestampTz,
+            D::Struct(f) if f.len() == 3 => Decode::Interval,
+            D::FixedSizeBinary(16) => Decode::Uuid,
+            D::List(f) => Decode::Array(Box::new(Decode::for_text(f.data_type())?)),
+            _ => return None,
+        })
+    }
+}
+
 /// How the copy query selects a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadAs {

@@ -12,11 +12,18 @@
 //! - `streaming` (lsn = consistent point, later the last committed LSN): tables are in the
 //!   lake and the slot is ours.
 
+mod apply;
+mod index;
+mod stream;
 mod sync;
 
-pub use sync::{Quiet, SyncObserver, SyncOptions, SyncOutcome, initial_sync, teardown};
+pub use apply::FlushStats;
+pub use stream::{StreamObserver, StreamOptions, StreamOutcome, stream};
+pub use sync::{
+    Quiet, SyncObserver, SyncOptions, SyncOutcome, initial_sync, prepare_resync, teardown,
+};
 
-use walden_lake::LakeError;
+use walden_lake::{LakeError, TableName};
 use walden_pg::PgError;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +38,25 @@ pub enum SyncError {
         "interrupted: the copy stopped before it committed; nothing of it is visible, the slot was dropped; run again to start over"
     )]
     Interrupted,
+    /// A source table changed in a way the lake table cannot follow yet.
+    #[error("schema change: {0}")]
+    SchemaChange(String),
+}
+
+impl SyncError {
+    /// Whether the error may pass by itself (the source restarting or unreachable, a
+    /// dropped connection, a full or unavailable lake disk), so retrying after a pause is
+    /// right. Everything else needs a person.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Source(e) => e.is_transient(),
+            SyncError::Lake(e) => !matches!(
+                e,
+                LakeError::Conflict { .. } | LakeError::Invalid(_) | LakeError::NoSuchTable { .. }
+            ),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = SyncError> = std::result::Result<T, E>;
@@ -64,5 +90,20 @@ pub struct TableState {
     pub source: String,
     pub oid: u32,
     pub lake: String,
+    /// Rows at the initial copy.
     pub rows: u64,
+    /// The primary-key columns (what identifies a row in the lake).
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// The LSN the table's copy is consistent at: changes of transactions committing
+    /// before it are already in the copy.
+    #[serde(default)]
+    pub synced_lsn: u64,
+}
+
+impl TableState {
+    pub fn lake_name(&self) -> TableName {
+        let (ns, name) = self.lake.split_once('.').unwrap_or(("public", &self.lake));
+        TableName::new(ns, name)
+    }
 }

@@ -110,16 +110,7 @@ pub async fn initial_sync(
                         )));
                     }
                     let tables = state
-                        .map(|s| {
-                            s.tables
-                                .into_iter()
-                                .map(|t| {
-                                    let (ns, name) =
-                                        t.lake.split_once('.').unwrap_or(("public", &t.lake));
-                                    (TableName::new(ns, name), t.rows)
-                                })
-                                .collect()
-                        })
+                        .map(|s| s.tables.iter().map(|t| (t.lake_name(), t.rows)).collect())
                         .unwrap_or_default();
                     return Ok(SyncOutcome {
                         lsn: p.lsn,
@@ -361,6 +352,8 @@ async fn copy_and_commit(
             oid: tables[i].oid,
             lake: name.to_string(),
             rows: n,
+            primary_key: tables[i].primary_key.clone(),
+            synced_lsn: snapshot.consistent_point,
         });
         outcome.push((name, n));
     }
@@ -485,6 +478,16 @@ async fn finish_writer(table: usize, writer: DataFileWriter, shared: &Shared) ->
         .or_default()
         .extend(files);
     Ok(())
+}
+
+/// Prepares a full re-sync: drops the slot (if it exists) and the lake's replication state
+/// for it. The lake's tables stay readable; the next initial sync replaces them in one
+/// commit. Returns whether a slot was dropped.
+pub async fn prepare_resync(conn: &SourceConn, lake: &Lake, slot: &str) -> Result<bool> {
+    let client = conn.connect().await?;
+    let dropped = drop_slot(&client, slot).await?;
+    lake.forget(&[], Some(slot))?;
+    Ok(dropped)
 }
 
 /// Drops the slot and the publication (and with `forget_tables`, removes the replicated

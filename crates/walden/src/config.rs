@@ -54,6 +54,13 @@ pub struct SourceSection {
     /// `"schema.table.column" = "string"`: store that column as its text form.
     #[serde(default)]
     pub column_types: BTreeMap<String, String>,
+    /// Emit a heartbeat message (`pg_logical_emit_message`) this often so the slot
+    /// advances when every write is outside the publication; 0 = off.
+    #[serde(default)]
+    pub heartbeat_interval_ms: u64,
+    /// Warn when the slot retains more WAL on the source than this.
+    #[serde(default = "default_retained_wal_warn_bytes")]
+    pub retained_wal_warn_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +72,10 @@ pub struct LakeSection {
     pub flush_interval_ms: u64,
     #[serde(default = "default_target_file_size_bytes")]
     pub target_file_size_bytes: u64,
+    /// Buffered changes (bytes) above which they are written to pending files before
+    /// the commit: the bound on replication memory besides the row index.
+    #[serde(default = "default_max_buffer_bytes")]
+    pub max_buffer_bytes: u64,
 }
 
 impl Default for LakeSection {
@@ -73,6 +84,7 @@ impl Default for LakeSection {
             warehouse: default_warehouse(),
             flush_interval_ms: default_flush_interval_ms(),
             target_file_size_bytes: default_target_file_size_bytes(),
+            max_buffer_bytes: default_max_buffer_bytes(),
         }
     }
 }
@@ -152,6 +164,12 @@ fn default_flush_interval_ms() -> u64 {
 }
 fn default_target_file_size_bytes() -> u64 {
     128 * 1024 * 1024
+}
+fn default_max_buffer_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_retained_wal_warn_bytes() -> u64 {
+    1 << 30
 }
 fn default_pg_listen() -> String {
     "127.0.0.1:7432".into()
@@ -234,6 +252,11 @@ fn validate(config: &mut Config, base: &Path, file: Option<&Path>) -> Result<()>
     }
     if config.lake.flush_interval_ms == 0 {
         bail!("invalid configuration ({origin}): key `lake.flush_interval_ms` must be positive");
+    }
+    if config.lake.max_buffer_bytes < 1024 * 1024 {
+        bail!(
+            "invalid configuration ({origin}): key `lake.max_buffer_bytes` must be at least 1 MiB"
+        );
     }
     if let Some(s) = &config.source {
         let at = |key: &str, msg: String| {

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use walden_lake::Lake;
 use walden_pg::{CheckInput, CheckReport, Severity};
 use walden_query::QueryEngine;
-use walden_replicate::{SyncOptions, SyncOutcome};
+use walden_replicate::{StreamOptions, SyncOptions, SyncOutcome};
 
 use crate::config::Config;
 
@@ -68,24 +68,133 @@ pub fn print_check(report: &CheckReport) -> bool {
     }
 }
 
-/// The initial sync: preflight, then copy, then commit. Ctrl-C stops it cleanly.
-pub async fn run_replicate(config: &Config, show_progress: bool) -> Result<SyncOutcome> {
+/// What `walden replicate` was asked to do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplicateArgs {
+    /// Return once the lake holds the source's state as of the start.
+    pub until_caught_up: bool,
+    /// Drop the slot and copy every table again (the lake's tables are replaced
+    /// atomically when the copy commits; readers see the old copy until then).
+    pub resync: bool,
+    pub show_progress: bool,
+}
+
+/// Turns SIGINT/SIGTERM into a stop request; a second signal exits at once (the lake
+/// stays consistent: every commit is atomic, the next start resumes from it).
+fn stop_on_signals() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        for n in 0.. {
+            let terminate = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => if r.is_err() { return },
+                _ = terminate => {}
+            }
+            if n > 0 {
+                eprintln!("second stop signal: exiting now");
+                std::process::exit(130);
+            }
+            tracing::warn!("stop requested: finishing the current flush");
+            let _ = tx.send(true);
+        }
+    });
+    rx
+}
+
+/// Replication: the initial copy when the lake has none (preflight first), then
+/// streaming until stopped or, with `until_caught_up`, until the lake reaches the source's
+/// position at the start.
+pub async fn run_replicate(config: &Config, args: ReplicateArgs) -> Result<()> {
     let source = config.source()?;
     // Local problems first: a lake we cannot write must not cost the source anything.
+    let lake = Lake::open(&config.lake.warehouse)?;
+    let conn = source.connection()?;
+    let cancel = stop_on_signals();
+    if args.resync {
+        let dropped = walden_replicate::prepare_resync(&conn, &lake, &source.slot).await?;
+        println!(
+            "re-sync: {}; copying every table again",
+            if dropped {
+                format!("dropped slot {}", source.slot)
+            } else {
+                format!("slot {} did not exist", source.slot)
+            }
+        );
+    }
+    let synced = lake
+        .progress(&source.slot)?
+        .and_then(|p| {
+            p.state
+                .get("phase")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+        .is_some_and(|phase| phase == "streaming");
+    if !synced {
+        let outcome = initial_sync(config, args.show_progress, cancel.clone()).await?;
+        print_sync(&outcome, &config.lake.warehouse);
+    }
+    if *cancel.borrow() {
+        return Ok(());
+    }
+    let options = StreamOptions {
+        slot: source.slot.clone(),
+        publication: source.publication.clone(),
+        flush_interval: std::time::Duration::from_millis(config.lake.flush_interval_ms),
+        spill_bytes: config.lake.max_buffer_bytes as usize,
+        writer: writer_options(config),
+        heartbeat_interval: (source.heartbeat_interval_ms > 0)
+            .then(|| std::time::Duration::from_millis(source.heartbeat_interval_ms)),
+        retained_wal_warn_bytes: source.retained_wal_warn_bytes,
+        until_caught_up: args.until_caught_up,
+        ..Default::default()
+    };
+    if !args.until_caught_up {
+        println!(
+            "streaming changes from slot {} (Ctrl-C or SIGTERM to stop)",
+            source.slot
+        );
+    }
+    let outcome = walden_replicate::stream(&conn, &lake, &options, cancel).await?;
+    println!(
+        "{} at LSN {}",
+        if outcome.caught_up {
+            "caught up: the lake holds the source"
+        } else {
+            "stopped: the lake is committed and acknowledged"
+        },
+        walden_pg::format_lsn(outcome.lsn)
+    );
+    Ok(())
+}
+
+/// The initial copy alone (preflight first); Ctrl-C / SIGTERM stop it cleanly, dropping
+/// its slot. With a completed copy in the lake, it copies nothing and says so.
+pub async fn run_initial_sync(config: &Config, show_progress: bool) -> Result<SyncOutcome> {
+    initial_sync(config, show_progress, stop_on_signals()).await
+}
+
+async fn initial_sync(
+    config: &Config,
+    show_progress: bool,
+    cancel: tokio::sync::watch::Receiver<bool>,
+) -> Result<SyncOutcome> {
+    let source = config.source()?;
     let lake = Lake::open(&config.lake.warehouse)?;
     let report = run_check(config).await?;
     if report.has_errors() {
         print_check(&report);
         bail!("the source failed the preflight (see above); nothing was changed");
     }
-    let conn = source.connection()?;
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::warn!("interrupted: stopping the copy and dropping its slot");
-            let _ = tx.send(true);
-        }
-    });
     let observer: Arc<dyn walden_replicate::SyncObserver> = if show_progress {
         Arc::new(progress::Bars::default())
     } else {
@@ -95,15 +204,19 @@ pub async fn run_replicate(config: &Config, show_progress: bool) -> Result<SyncO
         slot: source.slot.clone(),
         publication: source.publication.clone(),
         parallelism: source.copy_parallelism,
-        writer: walden_lake::WriterOptions {
-            target_file_size_bytes: config.lake.target_file_size_bytes,
-            ..Default::default()
-        },
+        writer: writer_options(config),
         observer,
         ..Default::default()
     };
-    let outcome = walden_replicate::initial_sync(&conn, &lake, report.tables, &options, rx).await?;
-    Ok(outcome)
+    let conn = source.connection()?;
+    Ok(walden_replicate::initial_sync(&conn, &lake, report.tables, &options, cancel).await?)
+}
+
+fn writer_options(config: &Config) -> walden_lake::WriterOptions {
+    walden_lake::WriterOptions {
+        target_file_size_bytes: config.lake.target_file_size_bytes,
+        ..Default::default()
+    }
 }
 
 pub fn print_sync(outcome: &SyncOutcome, warehouse: &Path) {

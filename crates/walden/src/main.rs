@@ -26,11 +26,16 @@ struct Cli {
 enum Command {
     /// Preflight of the source: settings, privileges, tables and types, with fixes.
     Check,
-    /// Copy the selected tables into the lake from a consistent snapshot.
+    /// Copy the selected tables into the lake from a consistent snapshot, then stream
+    /// their changes until stopped (Ctrl-C / SIGTERM finish the current flush first).
     Replicate {
         /// Return once the lake holds the source's state as of the start.
         #[arg(long)]
         until_caught_up: bool,
+        /// Drop the slot and copy every table again (after a lost or tampered slot, a
+        /// recreated table, or a schema change the lake cannot follow).
+        #[arg(long)]
+        resync: bool,
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
@@ -101,9 +106,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Replicate { quiet, .. } => {
-            let outcome = walden::run_replicate(config, !quiet).await?;
-            walden::print_sync(&outcome, &config.lake.warehouse);
+        Command::Replicate {
+            until_caught_up,
+            resync,
+            quiet,
+        } => {
+            walden::run_replicate(
+                config,
+                walden::ReplicateArgs {
+                    until_caught_up,
+                    resync,
+                    show_progress: !quiet,
+                },
+            )
+            .await?
         }
         Command::Query { sql, format } => walden::run_query(config, &sql, format).await?,
         Command::Status => walden::run_status(config).await?,

@@ -90,7 +90,7 @@ pub async fn run(dir: &Path, scale: u32) -> Result<()> {
         bail!("the demo database failed the preflight");
     }
     println!("4/4 copying into the lake ...");
-    let outcome = crate::run_replicate(config, true).await?;
+    let outcome = crate::run_initial_sync(config, true).await?;
     crate::print_sync(&outcome, &config.lake.warehouse);
 
     let sql = "SELECT status, count(*) AS orders, sum(total) AS revenue \

@@ -5,7 +5,7 @@ use walden_query::QueryEngine;
 
 use crate::{assert_same, check_with_python_readers, compare, config, database, pg, slot, walden};
 
-const ALL_TYPES: &str = r#"
+pub(crate) const ALL_TYPES: &str = r#"
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE DOMAIN positive_int AS int CHECK (VALUE > 0);
 CREATE DOMAIN short_text AS varchar(20);
@@ -62,7 +62,7 @@ async fn every_type_round_trips_exactly() {
     client.batch_execute(ALL_TYPES).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &url, "");
-    let outcome = walden::run_replicate(&cfg, false).await.unwrap();
+    let outcome = walden::run_initial_sync(&cfg, false).await.unwrap();
     assert_eq!(outcome.tables.len(), 1);
     assert_eq!(outcome.tables[0].1, 4);
 
@@ -88,7 +88,7 @@ async fn values_with_no_faithful_mapping_are_refused_by_name() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &url, "");
-    let err = walden::run_replicate(&cfg, false).await.unwrap_err();
+    let err = walden::run_initial_sync(&cfg, false).await.unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("public.n.v"), "{msg}");
     assert!(msg.contains("NaN") && msg.contains("column_types"), "{msg}");
@@ -108,7 +108,7 @@ async fn values_with_no_faithful_mapping_are_refused_by_name() {
         &url,
         "column_types = { \"public.n.v\" = \"string\" }",
     );
-    walden::run_replicate(&cfg, false).await.unwrap();
+    walden::run_initial_sync(&cfg, false).await.unwrap();
     let rows = QueryEngine::new(Lake::open(&cfg.lake.warehouse).unwrap())
         .sql("SELECT v FROM public.n")
         .await
@@ -143,7 +143,7 @@ async fn unsupported_types_are_refused_with_options() {
         errors.iter().any(|e| e.starts_with("public.shapes.r")),
         "{errors:?}"
     );
-    let err = walden::run_replicate(&cfg, false).await.unwrap_err();
+    let err = walden::run_initial_sync(&cfg, false).await.unwrap_err();
     assert!(format!("{err:#}").contains("preflight"));
     let cfg = config(
         dir.path(),
@@ -164,7 +164,7 @@ async fn a_database_equals_the_lake_row_by_row() {
     let client = pg.connect(&db).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &url, "copy_parallelism = 3");
-    let outcome = walden::run_replicate(&cfg, false).await.unwrap();
+    let outcome = walden::run_initial_sync(&cfg, false).await.unwrap();
     assert!(!outcome.already_synced);
     assert_eq!(outcome.tables.len(), 6);
 
@@ -197,7 +197,7 @@ async fn a_database_equals_the_lake_row_by_row() {
     check_with_python_readers(&cfg.lake.warehouse, &url, &refs);
 
     // Re-running is idempotent: nothing copied, the same LSN.
-    let again = walden::run_replicate(&cfg, false).await.unwrap();
+    let again = walden::run_initial_sync(&cfg, false).await.unwrap();
     assert!(again.already_synced);
     assert_eq!(again.lsn, outcome.lsn);
 }
@@ -232,7 +232,7 @@ async fn writes_during_the_copy_are_not_in_the_lake() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &url, "copy_parallelism = 2");
-    let outcome = walden::run_replicate(&cfg, false).await.unwrap();
+    let outcome = walden::run_initial_sync(&cfg, false).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let written = writer.await.unwrap();
@@ -344,7 +344,7 @@ async fn an_interrupted_copy_recovers() {
         }
     }
     // SIGINT ran after SIGKILL: its run already dropped the orphan and was interrupted too.
-    let outcome = walden::run_replicate(&cfg, false).await.unwrap();
+    let outcome = walden::run_initial_sync(&cfg, false).await.unwrap();
     assert!(!outcome.already_synced);
     let slots: i64 = client
         .query_one(
@@ -368,7 +368,7 @@ async fn position_deletes_hide_rows_from_every_reader() {
     let (_, url, client) = database("deletes", "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 1000) g;").await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &url, "");
-    walden::run_replicate(&cfg, false).await.unwrap();
+    walden::run_initial_sync(&cfg, false).await.unwrap();
     let lake = Lake::open(&cfg.lake.warehouse).unwrap();
     let table = lake
         .load_table(&TableName::new("public", "t"))
@@ -410,7 +410,7 @@ async fn teardown_then_resync() {
     let (_, url, client) = database("teardown", "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, g FROM generate_series(1, 100) g;").await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &url, "");
-    walden::run_replicate(&cfg, false).await.unwrap();
+    walden::run_initial_sync(&cfg, false).await.unwrap();
     walden::run_teardown(&cfg, false).await.unwrap();
     assert!(
         walden_pg::slot_info(&client, slot(&cfg))
@@ -428,7 +428,7 @@ async fn teardown_then_resync() {
         .batch_execute("DELETE FROM t WHERE id > 50")
         .await
         .unwrap();
-    let outcome = walden::run_replicate(&cfg, false).await.unwrap();
+    let outcome = walden::run_initial_sync(&cfg, false).await.unwrap();
     assert!(!outcome.already_synced);
     assert_same(&client, &cfg, "t").await;
 }
@@ -511,7 +511,7 @@ async fn a_lost_copy_connection_leaves_nothing_behind() {
     let cfg = config(dir.path(), &url, "copy_parallelism = 2");
     let data_dir = cfg.lake.warehouse.join("public/big/data");
     let sync_cfg = cfg.clone();
-    let sync = tokio::spawn(async move { walden::run_replicate(&sync_cfg, false).await });
+    let sync = tokio::spawn(async move { walden::run_initial_sync(&sync_cfg, false).await });
     let started = walden_testkit::wait_until(Duration::from_secs(60), || {
         std::fs::read_dir(&data_dir)
             .map(|d| d.count() > 0)
@@ -538,7 +538,7 @@ async fn a_lost_copy_connection_leaves_nothing_behind() {
             .unwrap()
             .is_none()
     );
-    walden::run_replicate(&cfg, false).await.unwrap();
+    walden::run_initial_sync(&cfg, false).await.unwrap();
     assert_same(&client, &cfg, "big").await;
 }
 
@@ -553,12 +553,12 @@ async fn a_missing_slot_is_an_error_not_a_silent_restart() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &url, "");
-    walden::run_replicate(&cfg, false).await.unwrap();
+    walden::run_initial_sync(&cfg, false).await.unwrap();
     client
         .execute("SELECT pg_drop_replication_slot($1)", &[&slot(&cfg)])
         .await
         .unwrap();
-    let err = walden::run_replicate(&cfg, false).await.unwrap_err();
+    let err = walden::run_initial_sync(&cfg, false).await.unwrap_err();
     let msg = format!("{err:#}");
     assert!(
         msg.contains("no such slot") && msg.contains("walden teardown"),
@@ -581,7 +581,7 @@ async fn a_missing_slot_is_an_error_not_a_silent_restart() {
         )
         .await
         .unwrap();
-    let err = walden::run_replicate(&cfg2, false).await.unwrap_err();
+    let err = walden::run_initial_sync(&cfg2, false).await.unwrap_err();
     assert!(
         format!("{err:#}").contains("has no record of it"),
         "{err:#}"
@@ -600,7 +600,7 @@ async fn a_query_loads_only_the_tables_it_names() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &url, "");
-    walden::run_replicate(&cfg, false).await.unwrap();
+    walden::run_initial_sync(&cfg, false).await.unwrap();
     let lake = Lake::open(&cfg.lake.warehouse).unwrap();
     let b = lake
         .load_table(&TableName::new("public", "b"))

@@ -5,6 +5,7 @@
 mod compare;
 mod initial_sync;
 mod preflight;
+mod streaming;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,7 +17,18 @@ pub fn slot(config: &Config) -> &str {
     &config.source.as_ref().expect("a [source]").slot
 }
 
+/// The shared cluster. Also turns on logs for the in-process code when `WALDEN_TEST_LOG`
+/// holds a filter (e.g. `walden_replicate=debug`).
 pub fn pg() -> &'static LocalPostgres {
+    static LOGS: std::sync::Once = std::sync::Once::new();
+    LOGS.call_once(|| {
+        if let Ok(filter) = std::env::var("WALDEN_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
     walden_testkit::shared()
 }
 

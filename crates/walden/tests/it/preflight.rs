@@ -78,7 +78,7 @@ async fn check_reports_each_unsafe_condition() {
         &pg.url(&db),
         "tables = [\"public.*\", \"!public.odd\", \"!public.secret\"]",
     );
-    let err = walden::run_replicate(&cfg, false).await.unwrap_err();
+    let err = walden::run_initial_sync(&cfg, false).await.unwrap_err();
     assert!(format!("{err:#}").contains("preflight"));
     assert!(
         walden_pg::publication_info(&admin, "walden")
@@ -92,7 +92,7 @@ async fn check_reports_each_unsafe_condition() {
         &pg.url(&db),
         "tables = [\"public.*\", \"!public.odd\", \"!public.no_key\", \"!public.nothing\"]",
     );
-    let outcome = walden::run_replicate(&cfg, false).await.unwrap();
+    let outcome = walden::run_initial_sync(&cfg, false).await.unwrap();
     let mut names: Vec<String> = outcome.tables.iter().map(|(n, _)| n.to_string()).collect();
     names.sort();
     assert_eq!(

@@ -1,0 +1,842 @@
+//! Applying decoded changes to the lake.
+//!
+//! Changes are buffered per table as Arrow rows (new tuples, old tuples) plus a log of
+//! operations. Processing a buffer folds the log by row key in commit order, resolves
+//! unchanged TOAST values, writes the surviving new row versions to data files, and notes
+//! position deletes for the old versions through the [`KeyIndex`]. A [`commit`] processes
+//! every buffer and makes all touched tables and the replication progress visible in one
+//! catalog transaction.
+//!
+//! A buffer is processed early (into pending files of the coming commit) when the
+//! buffered bytes pass a cap, so a transaction of any size runs in bounded memory and
+//! still becomes visible at once. After any error the applier is in an unknown state and
+//! must be dropped: the caller rebuilds it from the lake and resumes from the committed
+//! LSN.
+//!
+//! [`commit`]: Applier::commit
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, new_empty_array};
+use arrow::datatypes::DataType;
+use walden_lake::{
+    Commit, DataFile, DataFileWriter, FileIO, Lake, LakeTable, PositionDeleteWriter, Progress,
+    TableChange, TableName, WriterOptions,
+};
+use walden_pg::pgoutput::{OldTuple, Relation, Tuple, Value};
+use walden_pg::{ColumnBuilders, Decode, format_lsn};
+
+use crate::index::{KeyEncoder, KeyIndex, Loc, live_positions};
+use crate::{Result, StreamState, SyncError};
+
+/// A row version of a buffer: where each cell of an output row comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cell {
+    /// The new-tuple row of the buffer.
+    New(u32),
+    /// The old-tuple row (REPLICA IDENTITY FULL).
+    Old(u32),
+    /// The row's committed version in the lake, by key.
+    Lake(u128),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Insert(u32),
+    Update {
+        /// Old-tuple row and whether it is the whole row (`O`) rather than the key (`K`).
+        old: Option<(u32, bool)>,
+        new: u32,
+    },
+    Delete {
+        old: u32,
+    },
+}
+
+struct Buffer {
+    new: ColumnBuilders,
+    old: ColumnBuilders,
+    /// `(row, column)` cells of `new` / `old` that were unchanged TOAST values.
+    new_unchanged: Vec<(u32, u32)>,
+    old_unchanged: HashSet<(u32, u32)>,
+    ops: Vec<Op>,
+}
+
+/// How the stream's columns line up with the lake table's.
+struct RelationMap {
+    /// For each lake column, its position in the stream's tuples.
+    lake_to_rel: Vec<usize>,
+    /// Lake columns that identify a row; empty: the whole row (a multiset table).
+    key: Vec<usize>,
+}
+
+/// Everything the applier keeps for one replicated table.
+pub(crate) struct TableApply {
+    pub name: TableName,
+    pub oid: u32,
+    /// The table as last committed.
+    pub lake: LakeTable,
+    decodes: Vec<Decode>,
+    primary_key: Vec<String>,
+    /// Changes in transactions that committed before this LSN are already in the lake
+    /// (the table's own copy point).
+    pub synced_lsn: u64,
+    relation: Option<RelationMap>,
+    encoder: Option<KeyEncoder>,
+    index: Option<KeyIndex>,
+    buf: Option<Buffer>,
+    // What the coming commit holds for this table.
+    truncated: bool,
+    files: Vec<DataFile>,
+    deletes: Vec<Loc>,
+    changes: u64,
+}
+
+impl TableApply {
+    pub fn new(
+        name: TableName,
+        oid: u32,
+        lake: LakeTable,
+        decodes: Vec<Decode>,
+        primary_key: Vec<String>,
+        synced_lsn: u64,
+    ) -> Self {
+        Self {
+            name,
+            oid,
+            lake,
+            decodes,
+            primary_key,
+            synced_lsn,
+            relation: None,
+            encoder: None,
+            index: None,
+            buf: None,
+            truncated: false,
+            files: Vec::new(),
+            deletes: Vec::new(),
+            changes: 0,
+        }
+    }
+
+    fn touched(&self) -> bool {
+        self.truncated
+            || !self.files.is_empty()
+            || !self.deletes.is_empty()
+            || self.buf.as_ref().is_some_and(|b| !b.ops.is_empty())
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.buf
+            .as_ref()
+            .map_or(0, |b| b.new.bytes() + b.old.bytes() + b.ops.len() * 16)
+    }
+
+    fn inconsistent(&self, what: impl std::fmt::Display) -> SyncError {
+        SyncError::Refused(format!(
+            "{}: {what}. The lake no longer matches the source for this table; re-sync it \
+             with `walden replicate --resync`",
+            self.name
+        ))
+    }
+
+    /// Takes a Relation message for this table.
+    fn set_relation(&mut self, rel: &Relation) -> Result<()> {
+        let schema = self.lake.arrow_schema().clone();
+        let mut lake_to_rel = Vec::with_capacity(schema.fields().len());
+        for f in schema.fields() {
+            match rel.columns.iter().position(|c| &c.name == f.name()) {
+                Some(i) => lake_to_rel.push(i),
+                None => {
+                    return Err(SyncError::SchemaChange(format!(
+                        "{}: column {} is no longer in the source table {}.{}",
+                        self.name,
+                        f.name(),
+                        rel.namespace,
+                        rel.name
+                    )));
+                }
+            }
+        }
+        if let Some(extra) = rel
+            .columns
+            .iter()
+            .find(|c| schema.field_with_name(&c.name).is_err())
+        {
+            return Err(SyncError::SchemaChange(format!(
+                "{}: the source table {}.{} has a new column {}",
+                self.name, rel.namespace, rel.name, extra.name
+            )));
+        }
+        let lake_index = |name: &str| schema.index_of(name).ok();
+        let key: Vec<usize> = if rel.replica_identity == b'i' {
+            rel.columns
+                .iter()
+                .filter(|c| c.key)
+                .filter_map(|c| lake_index(&c.name))
+                .collect()
+        } else {
+            self.primary_key
+                .iter()
+                .filter_map(|k| lake_index(k))
+                .collect()
+        };
+        if key.is_empty() && rel.replica_identity != b'f' {
+            return Err(SyncError::Refused(format!(
+                "{}: the table has no primary key and REPLICA IDENTITY is not FULL, so its \
+                 updates and deletes cannot be matched to rows; set REPLICA IDENTITY FULL on \
+                 {}.{} or give it a primary key",
+                self.name, rel.namespace, rel.name
+            )));
+        }
+        let key_changed = self.relation.as_ref().is_some_and(|r| r.key != key);
+        if key_changed {
+            // Rows are identified differently from now on.
+            self.encoder = None;
+            self.index = None;
+        }
+        self.relation = Some(RelationMap { lake_to_rel, key });
+        Ok(())
+    }
+
+    fn buffer(&mut self) -> Result<&mut Buffer> {
+        if self.relation.is_none() {
+            return Err(SyncError::Refused(format!(
+                "{}: a change arrived before the table's Relation message (protocol error)",
+                self.name
+            )));
+        }
+        if self.buf.is_none() {
+            // Buffered tuples may lack values the table requires: old keys carry only the
+            // key columns, unchanged TOAST values arrive empty. The rows written are whole.
+            let schema = Arc::new(arrow::datatypes::Schema::new(
+                self.lake
+                    .arrow_schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect::<Vec<_>>(),
+            ));
+            let table = self.name.to_string();
+            self.buf = Some(Buffer {
+                new: ColumnBuilders::new(&table, schema.clone(), &self.decodes)?,
+                old: ColumnBuilders::new(&table, schema, &self.decodes)?,
+                new_unchanged: Vec::new(),
+                old_unchanged: HashSet::new(),
+                ops: Vec::new(),
+            });
+        }
+        Ok(self.buf.as_mut().expect("created above"))
+    }
+
+    /// Appends a tuple to the new (`old == false`) or old builders; returns its row.
+    fn append(&mut self, tuple: &Tuple, old: bool) -> Result<u32> {
+        let map = self.relation.as_ref().expect("checked in buffer()");
+        let lake_to_rel = map.lake_to_rel.clone();
+        let buf = self.buffer()?;
+        let (builders, row) = if old {
+            let row = buf.old.rows() as u32;
+            (&mut buf.old, row)
+        } else {
+            let row = buf.new.rows() as u32;
+            (&mut buf.new, row)
+        };
+        let mut unchanged = Vec::new();
+        for (col, &rel_col) in lake_to_rel.iter().enumerate() {
+            match tuple.get(rel_col) {
+                None | Some(Value::Null) => builders.append_null(col),
+                Some(Value::Text(v)) => builders.append_text(col, v)?,
+                Some(Value::Binary(v)) => builders.append_binary(col, v)?,
+                Some(Value::Unchanged) => {
+                    builders.append_null(col);
+                    unchanged.push((row, col as u32));
+                }
+            }
+        }
+        if old {
+            buf.old_unchanged.extend(unchanged);
+        } else {
+            buf.new_unchanged.extend(unchanged);
+        }
+        Ok(row)
+    }
+
+    fn insert(&mut self, new: &Tuple) -> Result<()> {
+        let r = self.append(new, false)?;
+        self.buffer()?.ops.push(Op::Insert(r));
+        self.changes += 1;
+        Ok(())
+    }
+
+    fn update(&mut self, old: Option<&OldTuple>, new: &Tuple) -> Result<()> {
+        let old = match old {
+            Some(o) => Some((
+                self.append(o.tuple(), true)?,
+                matches!(o, OldTuple::Full(_)),
+            )),
+            None => None,
+        };
+        let r = self.append(new, false)?;
+        self.buffer()?.ops.push(Op::Update { old, new: r });
+        self.changes += 1;
+        Ok(())
+    }
+
+    fn delete(&mut self, old: &OldTuple) -> Result<()> {
+        let j = self.append(old.tuple(), true)?;
+        self.buffer()?.ops.push(Op::Delete { old: j });
+        self.changes += 1;
+        Ok(())
+    }
+
+    fn truncate(&mut self) {
+        self.buf = None;
+        self.files.clear();
+        self.deletes.clear();
+        self.truncated = true;
+        // The table is empty as of now: an empty index is exact.
+        self.index = Some(KeyIndex::new(self.multiset()));
+        self.changes += 1;
+    }
+
+    fn multiset(&self) -> bool {
+        self.relation.as_ref().is_some_and(|r| r.key.is_empty())
+    }
+
+    fn encoder(&mut self) -> Result<&KeyEncoder> {
+        if self.encoder.is_none() {
+            let types: Vec<DataType> = self
+                .lake
+                .arrow_schema()
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect();
+            let key = match &self.relation {
+                Some(r) if !r.key.is_empty() => r.key.clone(),
+                _ => (0..types.len()).collect(),
+            };
+            self.encoder = Some(KeyEncoder::new(key, &types)?);
+        }
+        Ok(self.encoder.as_ref().expect("set above"))
+    }
+
+    /// Builds the index from the committed files and this commit's pending files.
+    async fn ensure_index(&mut self, io: &FileIO) -> Result<()> {
+        if self.index.is_some() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let multiset = self.multiset();
+        let key_cols = self.encoder()?.columns().to_vec();
+        let mut index = KeyIndex::new(multiset);
+        let mut files: Vec<(String, u64, Vec<u64>)> = self
+            .lake
+            .plan_files(io)
+            .await?
+            .into_iter()
+            .map(|f| (f.path, f.record_count, f.deleted))
+            .collect();
+        files.extend(
+            self.files
+                .iter()
+                .map(|f| (f.file_path().to_string(), f.record_count(), Vec::new())),
+        );
+        for (path, rows, deleted) in files {
+            let live = live_positions(rows, &deleted);
+            if live.is_empty() {
+                continue;
+            }
+            let batch = self
+                .lake
+                .read_data_file(io, &path, &key_cols, Some(&live))
+                .await?;
+            let keys = self
+                .encoder
+                .as_ref()
+                .expect("built above")
+                .keys_of(batch.columns())?;
+            index.add_file(&Arc::from(path.as_str()), &keys, &live);
+        }
+        tracing::info!(
+            table = %self.name,
+            rows = index.len(),
+            memory_bytes = index.memory_bytes(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "built the row index"
+        );
+        self.index = Some(index);
+        Ok(())
+    }
+
+    /// Folds the buffer into pending data files and deletes.
+    async fn process(&mut self, io: &FileIO, writer: &WriterOptions) -> Result<()> {
+        let Some(mut buf) = self.buf.take() else {
+            return Ok(());
+        };
+        if buf.ops.is_empty() {
+            return Ok(());
+        }
+        let new = buf.new.finish()?;
+        let old = buf.old.finish()?;
+        let needs_index =
+            self.index.is_some() || buf.ops.iter().any(|op| !matches!(op, Op::Insert(_)));
+        self.encoder()?;
+        if needs_index {
+            self.ensure_index(io).await?;
+        }
+        let encoder = self.encoder.as_ref().expect("built above");
+        let knew = encoder.keys(&new)?;
+        let kold = encoder.keys(&old)?;
+        let mut unchanged: HashMap<u32, Vec<u32>> = HashMap::new();
+        for &(r, c) in &buf.new_unchanged {
+            unchanged.entry(r).or_default().push(c);
+        }
+        let mut patches: HashMap<u32, Vec<(u32, Cell)>> = HashMap::new();
+
+        // Fold the operations in commit order into the rows to write and the keys whose
+        // lake versions go.
+        let mut output: Vec<u32> = Vec::new();
+        let mut index_changes: Vec<(u128, Option<usize>)> = Vec::new();
+        if self.multiset() {
+            let mut pending: HashMap<u128, Vec<usize>> = HashMap::new();
+            let mut cancelled: HashSet<usize> = HashSet::new();
+            let mut lake_deletes: Vec<u128> = Vec::new();
+            for op in &buf.ops {
+                let (old_row, new_row) = match *op {
+                    Op::Insert(r) => (None, Some(r)),
+                    Op::Update { old, new } => {
+                        let Some((j, true)) = old else {
+                            return Err(self.inconsistent(
+                                "an update without the whole old row on a table without a \
+                                 primary key (is REPLICA IDENTITY still FULL?)",
+                            ));
+                        };
+                        if let Some(cols) = unchanged.get(&new) {
+                            let mut p = Vec::with_capacity(cols.len());
+                            for &c in cols {
+                                if buf.old_unchanged.contains(&(j, c)) {
+                                    return Err(self.inconsistent(
+                                        "an unchanged TOAST value with no old value to take",
+                                    ));
+                                }
+                                p.push((c, Cell::Old(j)));
+                            }
+                            patches.insert(new, p);
+                        }
+                        (Some(j), Some(new))
+                    }
+                    Op::Delete { old } => (Some(old), None),
+                };
+                if let Some(j) = old_row {
+                    let k = kold[j as usize];
+                    match pending.get_mut(&k).and_then(Vec::pop) {
+                        Some(out_pos) => {
+                            cancelled.insert(out_pos);
+                        }
+                        None => lake_deletes.push(k),
+                    }
+                }
+                if let Some(r) = new_row {
+                    pending
+                        .entry(knew[r as usize])
+                        .or_default()
+                        .push(output.len());
+                    output.push(r);
+                }
+            }
+            let index = self.index.as_mut();
+            if !lake_deletes.is_empty() {
+                let index = index.ok_or_else(|| SyncError::Refused("index missing".into()))?;
+                for k in lake_deletes {
+                    let loc = index.remove(k).ok_or_else(|| {
+                        SyncError::Refused(format!(
+                            "{}: a deleted or updated row is not in the lake. The lake no \
+                             longer matches the source for this table; re-sync it with \
+                             `walden replicate --resync`",
+                            self.name
+                        ))
+                    })?;
+                    self.deletes.push(loc);
+                }
+            }
+            let kept: Vec<u32> = output
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !cancelled.contains(i))
+                .map(|(_, &r)| r)
+                .collect();
+            output = kept;
+            for (i, &r) in output.iter().enumerate() {
+                index_changes.push((knew[r as usize], Some(i)));
+            }
+        } else {
+            #[derive(Clone, Copy)]
+            enum Slot {
+                Live(u32),
+                Deleted,
+            }
+            let mut state: HashMap<u128, Slot> = HashMap::new();
+            let mut order: Vec<u128> = Vec::new();
+            let mut set = |state: &mut HashMap<u128, Slot>, k: u128, s: Slot| {
+                if state.insert(k, s).is_none() {
+                    order.push(k);
+                }
+            };
+            for op in &buf.ops {
+                match *op {
+                    Op::Insert(r) => set(&mut state, knew[r as usize], Slot::Live(r)),
+                    Op::Update { old, new: r } => {
+                        let k_new = knew[r as usize];
+                        let k_old = old.map_or(k_new, |(j, _)| kold[j as usize]);
+                        if let Some(cols) = unchanged.get(&r) {
+                            let mut p = Vec::with_capacity(cols.len());
+                            for &c in cols {
+                                let from_old = old.filter(|&(j, full)| {
+                                    full && !buf.old_unchanged.contains(&(j, c))
+                                });
+                                let cell = match (from_old, state.get(&k_old)) {
+                                    (Some((j, _)), _) => Cell::Old(j),
+                                    (None, Some(Slot::Live(prev))) => patches
+                                        .get(prev)
+                                        .and_then(|p| p.iter().find(|(pc, _)| *pc == c))
+                                        .map_or(Cell::New(*prev), |(_, cell)| *cell),
+                                    (None, Some(Slot::Deleted)) => {
+                                        return Err(self.inconsistent(
+                                            "an update of a row deleted earlier in the same \
+                                             transaction batch",
+                                        ));
+                                    }
+                                    (None, None) => Cell::Lake(k_old),
+                                };
+                                p.push((c, cell));
+                            }
+                            patches.insert(r, p);
+                        }
+                        if k_old != k_new {
+                            set(&mut state, k_old, Slot::Deleted);
+                        }
+                        set(&mut state, k_new, Slot::Live(r));
+                    }
+                    Op::Delete { old: j } => set(&mut state, kold[j as usize], Slot::Deleted),
+                }
+            }
+            if let Some(index) = &self.index {
+                for k in &order {
+                    if let Some(loc) = index.get(*k) {
+                        self.deletes.push(loc);
+                    }
+                }
+            }
+            for k in order {
+                match state[&k] {
+                    Slot::Live(r) => {
+                        index_changes.push((k, Some(output.len())));
+                        output.push(r);
+                    }
+                    Slot::Deleted => index_changes.push((k, None)),
+                }
+            }
+        }
+
+        // Unchanged TOAST values still missing come from the rows' lake versions.
+        let lake_rows = self.fetch_lake_rows(io, &output, &patches).await?;
+        let columns = self.lake.arrow_schema().fields().len();
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns);
+        for c in 0..columns {
+            let lake_col = match &lake_rows {
+                Some((batch, _)) => batch.column(c).clone(),
+                None => new_empty_array(new.column(c).data_type()),
+            };
+            let sources: [&dyn Array; 3] = [new.column(c), old.column(c), &lake_col];
+            let indices: Vec<(usize, usize)> = output
+                .iter()
+                .map(|r| {
+                    let cell = patches
+                        .get(r)
+                        .and_then(|p| p.iter().find(|(pc, _)| *pc as usize == c))
+                        .map_or(Cell::New(*r), |(_, cell)| *cell);
+                    match cell {
+                        Cell::New(x) => (0, x as usize),
+                        Cell::Old(x) => (1, x as usize),
+                        Cell::Lake(k) => (2, lake_rows.as_ref().map_or(0, |(_, at)| at[&k])),
+                    }
+                })
+                .collect();
+            arrays.push(
+                arrow::compute::interleave(&sources, &indices).map_err(|e| {
+                    SyncError::Refused(format!("{}: assembling rows: {e}", self.name))
+                })?,
+            );
+        }
+        let batch = RecordBatch::try_new(self.lake.arrow_schema().clone(), arrays)
+            .map_err(|e| SyncError::Refused(format!("{}: assembling rows: {e}", self.name)))?;
+
+        let (path, first) = if batch.num_rows() > 0 {
+            let mut w = DataFileWriter::new(io, &self.lake, writer.clone());
+            let at = w.write(&batch).await?;
+            self.files.extend(w.close().await?);
+            at
+        } else {
+            (Arc::from(""), 0)
+        };
+        if let Some(index) = self.index.as_mut() {
+            let file = if batch.num_rows() > 0 {
+                index.file_id(&path)
+            } else {
+                0
+            };
+            for (k, at) in index_changes {
+                match at {
+                    Some(i) => index.insert(
+                        k,
+                        Loc {
+                            file,
+                            pos: (first + i as u64) as u32,
+                        },
+                    ),
+                    None => {
+                        index.remove(k);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the lake versions of the rows some output cells come from; returns them as
+    /// a batch and each key's row in it.
+    async fn fetch_lake_rows(
+        &self,
+        io: &FileIO,
+        output: &[u32],
+        patches: &HashMap<u32, Vec<(u32, Cell)>>,
+    ) -> Result<Option<(RecordBatch, HashMap<u128, usize>)>> {
+        let mut keys: Vec<u128> = output
+            .iter()
+            .filter_map(|r| patches.get(r))
+            .flatten()
+            .filter_map(|(_, cell)| match cell {
+                Cell::Lake(k) => Some(*k),
+                _ => None,
+            })
+            .collect();
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let index = self
+            .index
+            .as_ref()
+            .ok_or_else(|| SyncError::Refused("index missing".into()))?;
+        let mut by_file: HashMap<u32, Vec<(u32, u128)>> = HashMap::new();
+        for k in keys {
+            let loc = index.get(k).ok_or_else(|| {
+                self.inconsistent(
+                    "an update left a TOASTed value unchanged, but the row's current version \
+                     is not in the lake",
+                )
+            })?;
+            by_file.entry(loc.file).or_default().push((loc.pos, k));
+        }
+        let all: Vec<usize> = (0..self.lake.arrow_schema().fields().len()).collect();
+        let mut batches = Vec::new();
+        let mut at = HashMap::new();
+        let mut offset = 0;
+        for (file, mut rows) in by_file {
+            rows.sort_unstable();
+            let positions: Vec<u64> = rows.iter().map(|(p, _)| u64::from(*p)).collect();
+            let batch = self
+                .lake
+                .read_data_file(io, index.path(file), &all, Some(&positions))
+                .await?;
+            for (i, (_, k)) in rows.iter().enumerate() {
+                at.insert(*k, offset + i);
+            }
+            offset += batch.num_rows();
+            batches.push(batch);
+        }
+        let batch = arrow::compute::concat_batches(self.lake.arrow_schema(), &batches)
+            .map_err(|e| SyncError::Refused(format!("{}: reading lake rows: {e}", self.name)))?;
+        Ok(Some((batch, at)))
+    }
+
+    /// The position-delete file of this commit, if any.
+    async fn delete_file(&mut self, io: &FileIO) -> Result<Option<DataFile>> {
+        if self.deletes.is_empty() {
+            return Ok(None);
+        }
+        let index = self
+            .index
+            .as_ref()
+            .ok_or_else(|| SyncError::Refused("index missing".into()))?;
+        let mut pairs: Vec<(String, u64)> = self
+            .deletes
+            .iter()
+            .map(|l| (index.path(l.file).to_string(), u64::from(l.pos)))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let writer = PositionDeleteWriter::new(io, &self.lake)?;
+        Ok(Some(writer.write(&pairs).await?))
+    }
+}
+
+/// Statistics of one commit.
+#[derive(Debug, Clone, Default)]
+pub struct FlushStats {
+    pub tables: usize,
+    pub changes: u64,
+    pub data_files: usize,
+    pub delete_files: usize,
+}
+
+/// Buffers and commits changes for every replicated table.
+pub(crate) struct Applier {
+    lake: Lake,
+    io: FileIO,
+    pub tables: HashMap<u32, TableApply>,
+    writer: WriterOptions,
+    /// Buffered bytes above which buffers are written to pending files.
+    spill_bytes: usize,
+}
+
+impl Applier {
+    pub fn new(
+        lake: Lake,
+        tables: Vec<TableApply>,
+        writer: WriterOptions,
+        spill_bytes: usize,
+    ) -> Self {
+        Self {
+            io: lake.file_io().clone(),
+            lake,
+            tables: tables.into_iter().map(|t| (t.oid, t)).collect(),
+            writer,
+            spill_bytes,
+        }
+    }
+
+    fn table(&mut self, oid: u32) -> Result<&mut TableApply> {
+        self.tables.get_mut(&oid).ok_or_else(|| {
+            SyncError::Refused(format!(
+                "the stream carries changes of relation {oid}, which walden does not replicate \
+                 (was the publication changed by hand?). Check it with `walden check`"
+            ))
+        })
+    }
+
+    pub fn relation(&mut self, rel: &Relation) -> Result<()> {
+        self.table(rel.oid)?.set_relation(rel)
+    }
+
+    /// Whether changes of `oid` in a transaction committing at `final_lsn` are new.
+    pub fn wants(&self, oid: u32, final_lsn: u64) -> bool {
+        self.tables
+            .get(&oid)
+            .is_none_or(|t| final_lsn >= t.synced_lsn)
+    }
+
+    pub fn insert(&mut self, oid: u32, new: &Tuple) -> Result<()> {
+        self.table(oid)?.insert(new)
+    }
+
+    pub fn update(&mut self, oid: u32, old: Option<&OldTuple>, new: &Tuple) -> Result<()> {
+        self.table(oid)?.update(old, new)
+    }
+
+    pub fn delete(&mut self, oid: u32, old: &OldTuple) -> Result<()> {
+        self.table(oid)?.delete(old)
+    }
+
+    pub fn truncate(&mut self, oid: u32) -> Result<()> {
+        self.table(oid)?.truncate();
+        Ok(())
+    }
+
+    pub fn buffered_bytes(&self) -> usize {
+        self.tables.values().map(TableApply::buffered_bytes).sum()
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.tables.values().any(TableApply::touched)
+    }
+
+    /// Writes buffers to pending files when they hold more than the cap.
+    pub async fn spill_if_full(&mut self) -> Result<()> {
+        if self.buffered_bytes() < self.spill_bytes {
+            return Ok(());
+        }
+        for t in self.tables.values_mut() {
+            t.process(&self.io, &self.writer).await?;
+        }
+        Ok(())
+    }
+
+    /// Index memory across tables.
+    pub fn index_bytes(&self) -> usize {
+        self.tables
+            .values()
+            .filter_map(|t| t.index.as_ref())
+            .map(KeyIndex::memory_bytes)
+            .sum()
+    }
+
+    /// Makes every buffered change visible, with `lsn` as the replication progress, in one
+    /// catalog transaction. With nothing buffered it records only the progress.
+    pub async fn commit(
+        &mut self,
+        stream: &str,
+        lsn: u64,
+        state: &StreamState,
+    ) -> Result<FlushStats> {
+        let mut stats = FlushStats::default();
+        let mut changes = Vec::new();
+        let mut oids = Vec::new();
+        for t in self.tables.values_mut() {
+            if !t.touched() {
+                continue;
+            }
+            t.process(&self.io, &self.writer).await?;
+            let delete = t.delete_file(&self.io).await?;
+            let mut change = TableChange::new(t.lake.clone());
+            change.data_files = std::mem::take(&mut t.files);
+            change.delete_files = delete.into_iter().collect();
+            change.replace = t.truncated;
+            change.summary.insert("walden.lsn".into(), format_lsn(lsn));
+            change.summary.insert(
+                "walden.operation".into(),
+                if t.truncated { "truncate" } else { "stream" }.into(),
+            );
+            stats.tables += 1;
+            stats.changes += t.changes;
+            stats.data_files += change.data_files.len();
+            stats.delete_files += change.delete_files.len();
+            changes.push(change);
+            oids.push(t.oid);
+        }
+        let outcome = self
+            .lake
+            .commit(Commit {
+                tables: changes,
+                progress: Some(Progress {
+                    stream: stream.to_string(),
+                    lsn,
+                    committed_at_ms: chrono::Utc::now().timestamp_millis(),
+                    state: serde_json::to_value(state).unwrap_or_default(),
+                }),
+            })
+            .await?;
+        for (oid, table) in oids.into_iter().zip(outcome.tables) {
+            if let Some(t) = self.tables.get_mut(&oid) {
+                t.lake = table;
+                t.truncated = false;
+                t.deletes.clear();
+                t.changes = 0;
+            }
+        }
+        Ok(stats)
+    }
+}

@@ -1,0 +1,597 @@
+//! Streaming: decoded transactions from the slot, applied to the lake in flushes.
+//!
+//! One session: check the slot and the tables are still the ones the lake was built from,
+//! start replication at the lake's committed LSN, and loop over the stream. A flush is a
+//! lake commit of every complete transaction buffered so far, with the last commit's end
+//! LSN as the progress; only after it succeeds is that LSN acknowledged to the server.
+//! Transactions that committed before the lake's LSN (a replay after a crash) are
+//! skipped. When nothing is buffered, the keepalive's WAL position is recorded and
+//! acknowledged, so an idle slot never holds WAL back.
+//!
+//! Errors that pass by themselves (the source restarting or away, a cut connection, a
+//! full lake disk) end the session; [`stream`] then starts a new one after a pause that
+//! doubles up to 30 s, from whatever the lake has committed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
+use tokio::sync::watch;
+use walden_lake::{Lake, WriterOptions};
+use walden_pg::pgoutput::{self, LogicalMessage};
+use walden_pg::{Decode, PgError, SourceConn, format_lsn, quote_literal, slot_info};
+
+use crate::apply::{Applier, FlushStats, TableApply};
+use crate::{Phase, Result, StreamState, SyncError};
+
+/// Told what streaming does (the CLI prints and counts with it).
+pub trait StreamObserver: Send + Sync {
+    /// A flush committed `stats` with progress `lsn`.
+    fn committed(&self, _lsn: u64, _stats: &FlushStats) {}
+    /// The session failed with a passing error; the next starts after `delay`.
+    fn reconnecting(&self, _error: &SyncError, _delay: Duration) {}
+    /// The slot holds this much WAL on the source.
+    fn retained_wal(&self, _bytes: u64) {}
+    /// Buffered change bytes and row-index memory after a flush.
+    fn memory(&self, _buffered_bytes: usize, _index_bytes: usize) {}
+}
+
+struct QuietStream;
+impl StreamObserver for QuietStream {}
+
+/// How to stream.
+#[derive(Clone)]
+pub struct StreamOptions {
+    pub slot: String,
+    pub publication: String,
+    /// Commit buffered transactions this long after the first of them arrived.
+    pub flush_interval: Duration,
+    /// Buffered bytes above which buffers go to pending files (the memory bound).
+    pub spill_bytes: usize,
+    pub writer: WriterOptions,
+    /// Emit a logical message this often, so the slot advances even when every write
+    /// on the source is outside the publication.
+    pub heartbeat_interval: Option<Duration>,
+    /// Warn when the slot retains more WAL than this.
+    pub retained_wal_warn_bytes: u64,
+    /// Stop once the lake reaches the source's WAL position at the start.
+    pub until_caught_up: bool,
+    pub observer: Arc<dyn StreamObserver>,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            slot: "walden".into(),
+            publication: "walden".into(),
+            flush_interval: Duration::from_millis(1000),
+            spill_bytes: 64 * 1024 * 1024,
+            writer: WriterOptions::default(),
+            heartbeat_interval: None,
+            retained_wal_warn_bytes: 1 << 30,
+            until_caught_up: false,
+            observer: Arc::new(QuietStream),
+        }
+    }
+}
+
+/// How streaming ended.
+#[derive(Debug, Clone)]
+pub struct StreamOutcome {
+    /// The lake's committed LSN at the end.
+    pub lsn: u64,
+    /// Why it ended: caught up (`--until-caught-up`) or asked to stop.
+    pub caught_up: bool,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often acknowledgements go to the server at most.
+const STATUS_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Streams changes into the lake until `cancel` turns true (then finishes the open
+/// transaction, flushes, acknowledges and returns) or, with `until_caught_up`, until the
+/// lake has reached the source's WAL position at the start. The lake must hold a
+/// completed initial sync for the slot.
+pub async fn stream(
+    conn: &SourceConn,
+    lake: &Lake,
+    options: &StreamOptions,
+    mut cancel: watch::Receiver<bool>,
+) -> Result<StreamOutcome> {
+    let mut backoff = Duration::from_secs(1);
+    let mut target: Option<u64> = None;
+    loop {
+        let mut session = Session {
+            conn,
+            lake,
+            options,
+            made_progress: false,
+        };
+        match session.run(&mut cancel, &mut target).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) if e.is_transient() => {
+                if session.made_progress {
+                    backoff = Duration::from_secs(1);
+                }
+                tracing::warn!(error = %error_chain(&e), retry_in_ms = backoff.as_millis() as u64,
+                    "replication interrupted; resuming from the lake's committed LSN");
+                options.observer.reconnecting(&e, backoff);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = cancel.changed() => {}
+                }
+                if *cancel.borrow() {
+                    let lsn = lake.progress(&options.slot)?.map_or(0, |p| p.lsn);
+                    return Ok(StreamOutcome {
+                        lsn,
+                        caught_up: false,
+                    });
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The position `--until-caught-up` waits for: a transactional logical message committed
+/// (synchronously, so everything before it is flushed and decodable) now. Every
+/// transaction that committed before it reaches the stream before it does. Falls back to
+/// the WAL write position when the role may not emit messages.
+async fn caught_up_target(control: &tokio_postgres::Client) -> Result<u64> {
+    let marker = control
+        .simple_query(
+            "SET synchronous_commit = on; \
+             SELECT pg_logical_emit_message(true, 'walden.caught-up', '')::text",
+        )
+        .await;
+    let lsn = match marker {
+        Ok(messages) => messages.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(walden_pg::parse_lsn),
+            _ => None,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot emit a catch-up marker; waiting for the WAL write position instead");
+            None
+        }
+    };
+    if let Some(lsn) = lsn {
+        return Ok(lsn);
+    }
+    let row = control
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(|source| PgError::Query {
+            context: "reading the source's WAL position".into(),
+            source,
+        })?;
+    walden_pg::parse_lsn(&row.get::<_, String>(0))
+        .ok_or_else(|| SyncError::Refused("the source reported an unreadable WAL position".into()))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+struct Session<'a> {
+    conn: &'a SourceConn,
+    lake: &'a Lake,
+    options: &'a StreamOptions,
+    made_progress: bool,
+}
+
+fn refused(message: String) -> SyncError {
+    SyncError::Refused(message)
+}
+
+impl Session<'_> {
+    async fn run(
+        &mut self,
+        cancel: &mut watch::Receiver<bool>,
+        target: &mut Option<u64>,
+    ) -> Result<StreamOutcome> {
+        let slot = self.options.slot.as_str();
+        let control = self.conn.connect().await?;
+        let progress = self.lake.progress(slot)?.ok_or_else(|| {
+            refused(format!(
+                "the lake has no replication state for slot {slot}: run `walden replicate` to \
+                 copy the tables first"
+            ))
+        })?;
+        let state: StreamState = serde_json::from_value(progress.state.clone())
+            .map_err(|e| refused(format!("the lake's replication state is unreadable: {e}")))?;
+        if state.phase != Phase::Streaming {
+            return Err(refused(format!(
+                "the initial copy for slot {slot} did not complete; run `walden replicate` to \
+                 start it over"
+            )));
+        }
+        let mut committed = progress.lsn;
+        let resync = "Run `walden replicate --resync` to copy the tables again (or `walden \
+                      teardown` to start from nothing)";
+
+        // The slot must be the one the lake was built from, and not behind or ahead of it.
+        let info = slot_info(&control, slot).await?.ok_or_else(|| {
+            refused(format!(
+                "replication slot {slot} no longer exists on the source: the changes since {} \
+                 are lost to walden. {resync}",
+                format_lsn(committed)
+            ))
+        })?;
+        if info.wal_status.as_deref() == Some("lost") {
+            return Err(refused(format!(
+                "replication slot {slot} was invalidated (wal_status = lost; \
+                 max_slot_wal_keep_size exceeded?): the WAL since {} is gone. {resync}",
+                format_lsn(committed)
+            )));
+        }
+        if info.plugin.as_deref() != Some("pgoutput") {
+            return Err(refused(format!(
+                "replication slot {slot} uses plugin {:?}, not pgoutput: it is not walden's. \
+                 {resync}",
+                info.plugin.unwrap_or_default()
+            )));
+        }
+        if let Some(confirmed) = info.confirmed_flush_lsn
+            && confirmed > committed
+        {
+            return Err(refused(format!(
+                "replication slot {slot} was advanced to {} by someone else, past the \
+                 lake's {}: the changes in between were consumed elsewhere. {resync}",
+                format_lsn(confirmed),
+                format_lsn(committed)
+            )));
+        }
+        for t in &state.tables {
+            let row = control
+                .query_opt(
+                    "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname || '.' || c.relname = $1",
+                    &[&t.source],
+                )
+                .await
+                .map_err(|source| PgError::Query {
+                    context: format!("looking up table {}", t.source),
+                    source,
+                })?;
+            match row.map(|r| r.get::<_, u32>(0)) {
+                None => {
+                    return Err(refused(format!(
+                        "table {} was dropped on the source. Remove it from [source] tables, \
+                         or {resync}",
+                        t.source
+                    )));
+                }
+                Some(oid) if oid != t.oid => {
+                    return Err(refused(format!(
+                        "table {} was dropped and created again on the source (relation oid \
+                         {} is now {oid}): the lake's copy is of a table that no longer \
+                         exists. {resync}",
+                        t.source, t.oid
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        if target.is_none() && self.options.until_caught_up {
+            *target = Some(caught_up_target(&control).await?);
+        }
+
+        let mut tables = Vec::with_capacity(state.tables.len());
+        for t in &state.tables {
+            let name = t.lake_name();
+            let lake_table = self.lake.load_table(&name).await?.ok_or_else(|| {
+                refused(format!(
+                    "table {name} is no longer in the lake's catalog. {resync}"
+                ))
+            })?;
+            let decodes = lake_table
+                .arrow_schema()
+                .fields()
+                .iter()
+                .map(|f| {
+                    Decode::for_text(f.data_type()).ok_or_else(|| {
+                        refused(format!(
+                            "{name}.{}: walden cannot stream values into its lake type {}",
+                            f.name(),
+                            f.data_type()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let primary_key = if t.primary_key.is_empty() {
+                let schema = lake_table.metadata().current_schema();
+                schema
+                    .identifier_field_ids()
+                    .filter_map(|id| schema.name_by_field_id(id).map(str::to_string))
+                    .collect()
+            } else {
+                t.primary_key.clone()
+            };
+            tables.push(TableApply::new(
+                name,
+                t.oid,
+                lake_table,
+                decodes,
+                primary_key,
+                t.synced_lsn,
+            ));
+        }
+        let mut applier = Applier::new(
+            self.lake.clone(),
+            tables,
+            self.options.writer.clone(),
+            self.options.spill_bytes,
+        );
+
+        // The stream itself.
+        let cfg = self
+            .conn
+            .replication_config(slot, &self.options.publication)?
+            .with_start_lsn(Lsn::from_u64(committed))
+            .with_ack_lsn(Lsn::from_u64(committed))
+            .with_options(walden_pg::text::SESSION_OPTIONS)
+            .with_status_interval(STATUS_INTERVAL)
+            .with_wakeup_interval(Duration::from_secs(5));
+        let repl_err = |context: String| move |source| PgError::Replication { context, source };
+        let mut client = ReplicationClient::connect_gated(cfg)
+            .await
+            .map_err(repl_err(format!(
+                "opening a replication session to {}",
+                self.conn.display()
+            )))?;
+        let system = client
+            .identify_system()
+            .await
+            .map_err(repl_err("identifying the source (IDENTIFY_SYSTEM)".into()))?;
+        if let Some(expected) = &state.system_id
+            && &system.system_id != expected
+        {
+            client.abort();
+            return Err(refused(format!(
+                "the source {} is a different Postgres cluster (system identifier {}) from the \
+                 one this lake was copied from ({expected}). Point [source] url at the original \
+                 server, or {resync}",
+                self.conn.display(),
+                system.system_id
+            )));
+        }
+        client
+            .start()
+            .await
+            .map_err(repl_err(format!("starting replication from slot {slot}")))?;
+        client
+            .wait_started()
+            .await
+            .map_err(repl_err(format!("starting replication from slot {slot}")))?;
+        tracing::info!(slot, lsn = %format_lsn(committed), "streaming");
+
+        let flush_interval = self.options.flush_interval;
+        // When nothing is buffered, record the keepalive position at most this often.
+        let idle_progress_every = flush_interval.max(Duration::from_secs(1));
+        let mut ticker = tokio::time::interval(flush_interval.min(Duration::from_millis(250)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wal_check = tokio::time::interval(Duration::from_secs(15));
+        wal_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = self.options.heartbeat_interval.map(|d| {
+            let mut i = tokio::time::interval(d);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+
+        // Transaction state.
+        let mut in_txn = false;
+        let mut txn_final = 0u64;
+        let mut skip_txn = false;
+        // The end of the last complete transaction (or keepalive position) not committed yet.
+        let mut pending_lsn = committed;
+        let mut first_pending: Option<Instant> = None;
+        let mut last_commit = Instant::now();
+        let mut stopping = *cancel.borrow();
+
+        loop {
+            let caught_up = target.is_some_and(|t| committed >= t);
+            if (stopping || caught_up) && !in_txn {
+                if pending_lsn > committed {
+                    committed = self
+                        .flush(&mut applier, &client, &state, pending_lsn)
+                        .await?;
+                }
+                let caught_up = target.is_some_and(|t| committed >= t);
+                if stopping || caught_up {
+                    // The transport sends a raised acknowledgement once its status interval
+                    // has passed since the last one; give it that long before closing.
+                    tokio::time::sleep(STATUS_INTERVAL + Duration::from_millis(100)).await;
+                    let _ = client.shutdown().await;
+                    return Ok(StreamOutcome {
+                        lsn: committed,
+                        caught_up,
+                    });
+                }
+            }
+            tokio::select! {
+                event = client.recv() => {
+                    let event = event.map_err(repl_err(format!("reading the replication stream of slot {slot}")))?;
+                    let Some(event) = event else {
+                        return Err(SyncError::Source(PgError::Replication {
+                            context: format!("the replication stream of slot {slot} ended"),
+                            source: pgwire_replication::PgWireError::Io(Arc::new(
+                                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "stream closed"),
+                            )),
+                        }));
+                    };
+                    tracing::trace!(?event, "event");
+                    match event {
+                        ReplicationEvent::Begin { final_lsn, .. } => {
+                            in_txn = true;
+                            txn_final = final_lsn.as_u64();
+                            skip_txn = txn_final < committed;
+                        }
+                        ReplicationEvent::Commit { end_lsn, .. } => {
+                            in_txn = false;
+                            if !skip_txn {
+                                pending_lsn = pending_lsn.max(end_lsn.as_u64());
+                                if applier.has_changes() {
+                                    first_pending.get_or_insert_with(Instant::now);
+                                }
+                            }
+                            let due = first_pending.is_some_and(|t| t.elapsed() >= flush_interval)
+                                || applier.buffered_bytes() >= self.options.spill_bytes;
+                            if due {
+                                committed = self.flush(&mut applier, &client, &state, pending_lsn).await?;
+                                first_pending = None;
+                                last_commit = Instant::now();
+                            }
+                        }
+                        ReplicationEvent::XLogData { data, .. } => {
+                            let message = pgoutput::decode(&data)?;
+                            self.apply(&mut applier, message, skip_txn, txn_final).await?;
+                        }
+                        ReplicationEvent::KeepAlive { wal_end, .. } => {
+                            let wal_end = wal_end.as_u64();
+                            if !in_txn && !applier.has_changes() && wal_end > pending_lsn {
+                                pending_lsn = wal_end;
+                            }
+                        }
+                        ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
+                    }
+                }
+                _ = ticker.tick() => {
+                    if in_txn || pending_lsn <= committed {
+                        continue;
+                    }
+                    let due = if applier.has_changes() {
+                        first_pending.is_none_or(|t| t.elapsed() >= flush_interval)
+                    } else {
+                        last_commit.elapsed() >= idle_progress_every || target.is_some()
+                    };
+                    if due {
+                        committed = self.flush(&mut applier, &client, &state, pending_lsn).await?;
+                        first_pending = None;
+                        last_commit = Instant::now();
+                    }
+                }
+                _ = wal_check.tick() => {
+                    self.check_retained_wal(&control).await;
+                }
+                _ = async { heartbeat.as_mut().expect("guarded").tick().await }, if heartbeat.is_some() => {
+                    if let Err(e) = control
+                        .batch_execute("SELECT pg_logical_emit_message(false, 'walden.heartbeat', '')")
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not emit a heartbeat message");
+                    }
+                }
+                changed = cancel.changed() => {
+                    if changed.is_err() || *cancel.borrow() {
+                        stopping = true;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        applier: &mut Applier,
+        message: LogicalMessage,
+        skip_txn: bool,
+        txn_final: u64,
+    ) -> Result<()> {
+        match message {
+            LogicalMessage::Relation(rel) => applier.relation(&rel)?,
+            LogicalMessage::Insert { relation, new } => {
+                if !skip_txn && applier.wants(relation, txn_final) {
+                    applier.insert(relation, &new)?;
+                }
+            }
+            LogicalMessage::Update { relation, old, new } => {
+                if !skip_txn && applier.wants(relation, txn_final) {
+                    applier.update(relation, old.as_ref(), &new)?;
+                }
+            }
+            LogicalMessage::Delete { relation, old } => {
+                if !skip_txn && applier.wants(relation, txn_final) {
+                    applier.delete(relation, &old)?;
+                }
+            }
+            LogicalMessage::Truncate { relations, .. } => {
+                if !skip_txn {
+                    for oid in relations {
+                        if applier.wants(oid, txn_final) {
+                            applier.truncate(oid)?;
+                        }
+                    }
+                }
+            }
+            LogicalMessage::Type { .. }
+            | LogicalMessage::Origin { .. }
+            | LogicalMessage::Message { .. }
+            | LogicalMessage::Begin { .. }
+            | LogicalMessage::Commit { .. } => {}
+        }
+        applier.spill_if_full().await
+    }
+
+    /// Commits everything buffered with progress `lsn`, then acknowledges it.
+    async fn flush(
+        &mut self,
+        applier: &mut Applier,
+        client: &ReplicationClient,
+        state: &StreamState,
+        lsn: u64,
+    ) -> Result<u64> {
+        let started = Instant::now();
+        let stats = applier.commit(&self.options.slot, lsn, state).await?;
+        // Only now is `lsn` durable in the lake: tell the server.
+        client.update_applied_lsn(Lsn::from_u64(lsn));
+        self.made_progress = true;
+        if stats.tables > 0 {
+            tracing::debug!(
+                lsn = %format_lsn(lsn),
+                tables = stats.tables,
+                changes = stats.changes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "committed"
+            );
+        }
+        self.options.observer.committed(lsn, &stats);
+        self.options
+            .observer
+            .memory(applier.buffered_bytes(), applier.index_bytes());
+        Ok(lsn)
+    }
+
+    async fn check_retained_wal(&self, control: &tokio_postgres::Client) {
+        let slot = &self.options.slot;
+        let sql = format!(
+            "SELECT (pg_current_wal_lsn() - restart_lsn)::int8 FROM pg_replication_slots \
+             WHERE slot_name = {}",
+            quote_literal(slot)
+        );
+        match control.query_opt(&sql, &[]).await {
+            Ok(Some(row)) => {
+                let bytes = row.get::<_, Option<i64>>(0).unwrap_or(0).max(0) as u64;
+                self.options.observer.retained_wal(bytes);
+                if bytes > self.options.retained_wal_warn_bytes {
+                    tracing::warn!(
+                        slot = %slot,
+                        retained_bytes = bytes,
+                        threshold = self.options.retained_wal_warn_bytes,
+                        "the replication slot retains more WAL on the source than the warning \
+                         threshold: is the lake keeping up?"
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "could not read retained WAL"),
+        }
+    }
+}

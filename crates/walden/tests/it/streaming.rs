@@ -1,0 +1,398 @@
+//! Streaming change capture against a real Postgres: every kind of change, unchanged
+//! TOAST values, tables without a primary key, TRUNCATE, slot safety, idle slots and a
+//! graceful stop. Crashes and restarts are in `faults.rs`.
+
+use walden::ReplicateArgs;
+use walden::config::Config;
+use walden_lake::Lake;
+
+use crate::{assert_same, check_with_python_readers, config, database, slot, walden};
+
+/// Streams until the lake holds the source as of now.
+pub async fn catch_up(cfg: &Config) {
+    walden::run_replicate(
+        cfg,
+        ReplicateArgs {
+            until_caught_up: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("catching up: {e:#}"));
+}
+
+async fn exec(client: &tokio_postgres::Client, sql: &str) {
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {}", walden_testkit::pg_error(&e)));
+}
+
+fn lake_lsn(cfg: &Config) -> u64 {
+    Lake::open(&cfg.lake.warehouse)
+        .unwrap()
+        .progress(slot(cfg))
+        .unwrap()
+        .expect("progress")
+        .lsn
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inserts_updates_deletes_and_every_type_stream_exactly() {
+    let (_, url, client) = database("stream", crate::initial_sync::ALL_TYPES).await;
+    exec(
+        &client,
+        "CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL, balance numeric(12,2));
+         CREATE TABLE ledger (account int, entry_no int, amount numeric(12,2), PRIMARY KEY (account, entry_no));
+         INSERT INTO accounts SELECT g, 'owner ' || g, g * 10 FROM generate_series(1, 100) g;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &url, "");
+    walden::run_initial_sync(&cfg, false).await.unwrap();
+    let copied_at = lake_lsn(&cfg);
+
+    // Every type through the stream's text form: copies of the copied rows.
+    exec(
+        &client,
+        "INSERT INTO all_types SELECT id + 100, c_bool, c_int2, c_int4, c_int8, c_oid, c_float4,
+            c_float8, c_num, c_num_wide, c_num_free, c_num_huge, c_money, c_text, c_varchar,
+            c_char, c_name, c_json, c_jsonb, c_bytea, c_date, c_time, c_ts, c_tstz, c_interval,
+            c_uuid, c_mood, c_domain, c_short, c_inet, c_bits, c_timetz, c_int_arr, c_text_arr,
+            c_num_arr, c_ts_arr, c_mood_arr, c_uuid_arr FROM all_types;
+         UPDATE all_types SET c_text = c_text || '!' WHERE id = 1;
+         DELETE FROM all_types WHERE id = 2;",
+    )
+    .await;
+    // Plain changes, several to one key in one transaction, a primary-key change, a
+    // transaction across two tables, and a rolled-back one.
+    exec(
+        &client,
+        "UPDATE accounts SET balance = balance + 1 WHERE id <= 10;
+         DELETE FROM accounts WHERE id BETWEEN 90 AND 95;
+         BEGIN;
+           UPDATE accounts SET balance = 0 WHERE id = 20;
+           UPDATE accounts SET balance = balance + 5 WHERE id = 20;
+           UPDATE accounts SET owner = 'renamed' WHERE id = 20;
+           INSERT INTO accounts VALUES (1000, 'new', 1);
+           UPDATE accounts SET balance = 2 WHERE id = 1000;
+           DELETE FROM accounts WHERE id = 1000;
+           INSERT INTO accounts VALUES (1000, 'again', 3);
+         COMMIT;
+         UPDATE accounts SET id = id + 10000 WHERE id BETWEEN 30 AND 39;
+         UPDATE accounts SET id = 5000, owner = 'moved' WHERE id = 10030;
+         BEGIN;
+           UPDATE accounts SET balance = balance - 7 WHERE id = 50;
+           INSERT INTO ledger VALUES (50, 1, -7), (60, 1, 7);
+           UPDATE accounts SET balance = balance + 7 WHERE id = 60;
+         COMMIT;
+         BEGIN;
+           DELETE FROM accounts;
+           INSERT INTO ledger VALUES (1, 1, 1);
+         ROLLBACK;",
+    )
+    .await;
+    catch_up(&cfg).await;
+    assert!(lake_lsn(&cfg) > copied_at);
+    for t in ["all_types", "accounts", "ledger"] {
+        assert_same(&client, &cfg, t).await;
+    }
+
+    // A second round on top of rows that now live in streamed files.
+    exec(
+        &client,
+        "UPDATE accounts SET balance = balance * 2;
+         DELETE FROM accounts WHERE id % 3 = 0;
+         UPDATE ledger SET amount = -amount;
+         UPDATE all_types SET c_int4 = 42 WHERE id > 100;",
+    )
+    .await;
+    catch_up(&cfg).await;
+    for t in ["accounts", "ledger", "all_types"] {
+        assert_same(&client, &cfg, t).await;
+    }
+    check_with_python_readers(
+        &cfg.lake.warehouse,
+        &url,
+        &["public.accounts", "public.ledger", "public.all_types"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unchanged_toast_values_are_kept() {
+    // Values large and random enough to be stored out of line (TOAST), under both replica
+    // identities.
+    let (_, url, client) = database(
+        "toast",
+        "CREATE TABLE docs (id int PRIMARY KEY, title text, body text, tags text[]);
+         CREATE TABLE docs_full (id int PRIMARY KEY, title text, body text);
+         ALTER TABLE docs_full REPLICA IDENTITY FULL;
+         CREATE FUNCTION big(seed int) RETURNS text LANGUAGE sql AS
+           $$ SELECT string_agg(md5((seed * 1000 + g)::text), '') FROM generate_series(1, 400) g $$;
+         INSERT INTO docs SELECT g, 'doc ' || g, big(g), ARRAY[big(g + 7)] FROM generate_series(1, 20) g;
+         INSERT INTO docs_full SELECT g, 'doc ' || g, big(g) FROM generate_series(1, 20) g;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &url, "");
+    walden::run_initial_sync(&cfg, false).await.unwrap();
+
+    let round = |n: i32| {
+        format!(
+            "UPDATE docs SET title = title || ' v{n}' WHERE id <= 10;
+             UPDATE docs_full SET title = title || ' v{n}' WHERE id <= 10;
+             UPDATE docs SET body = NULL WHERE id = 11;
+             UPDATE docs_full SET body = NULL WHERE id = 11;
+             UPDATE docs SET body = big(1000 + {n}) WHERE id = 12;
+             UPDATE docs_full SET body = big(1000 + {n}) WHERE id = 12;
+             UPDATE docs SET id = id + 100 WHERE id = 13;
+             UPDATE docs_full SET id = id + 100 WHERE id = 13;
+             BEGIN;
+               UPDATE docs SET title = 'a' WHERE id = 14;
+               UPDATE docs SET title = 'b' WHERE id = 14;
+               UPDATE docs SET id = 1014 WHERE id = 14;
+               UPDATE docs SET title = 'c' WHERE id = 1014;
+               UPDATE docs_full SET title = 'a' WHERE id = 14;
+               UPDATE docs_full SET id = 1014 WHERE id = 14;
+             COMMIT;
+             INSERT INTO docs VALUES (2000 + {n}, 'fresh', big(2000 + {n}), NULL);
+             UPDATE docs SET title = 'touched' WHERE id = 2000 + {n};"
+        )
+    };
+    // Round 1: the old versions are in the initial copy's files (read from the lake).
+    exec(&client, &round(1)).await;
+    catch_up(&cfg).await;
+    for t in ["docs", "docs_full"] {
+        assert_same(&client, &cfg, t).await;
+    }
+    // Round 2: the old versions are in streamed files and position-deleted neighbours.
+    exec(&client, &round(2)).await;
+    catch_up(&cfg).await;
+    for t in ["docs", "docs_full"] {
+        assert_same(&client, &cfg, t).await;
+    }
+    // No body became NULL except the one set to NULL.
+    let nulls = walden_query::QueryEngine::new(Lake::open(&cfg.lake.warehouse).unwrap())
+        .sql("SELECT count(*) AS n FROM public.docs WHERE body IS NULL")
+        .await
+        .unwrap();
+    let n = arrow::util::pretty::pretty_format_batches(&nulls)
+        .unwrap()
+        .to_string();
+    assert!(n.contains("| 1 "), "{n}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_without_primary_key_keep_exact_duplicates_and_truncate_empties() {
+    let (_, url, client) = database(
+        "multiset",
+        "CREATE TABLE events (kind text, n int, payload jsonb);
+         ALTER TABLE events REPLICA IDENTITY FULL;
+         INSERT INTO events SELECT 'k' || (g % 3), g % 5, '{\"x\": 1}' FROM generate_series(1, 60) g;
+         CREATE TABLE parent (id int PRIMARY KEY, name text);
+         CREATE TABLE child (id int PRIMARY KEY, parent int REFERENCES parent(id), v text);
+         INSERT INTO parent SELECT g, 'p' || g FROM generate_series(1, 10) g;
+         INSERT INTO child SELECT g, 1 + g % 10, 'c' || g FROM generate_series(1, 50) g;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &url, "");
+    walden::run_initial_sync(&cfg, false).await.unwrap();
+    exec(
+        &client,
+        "DELETE FROM events WHERE ctid = (SELECT ctid FROM events WHERE kind = 'k1' AND n = 1 LIMIT 1);
+         UPDATE events SET n = 100 WHERE ctid = (SELECT ctid FROM events WHERE kind = 'k2' AND n = 2 LIMIT 1);
+         INSERT INTO events VALUES ('k0', 0, NULL), ('k0', 0, NULL), ('k0', 0, NULL);
+         BEGIN;
+           INSERT INTO events VALUES ('dup', 1, NULL), ('dup', 1, NULL);
+           DELETE FROM events WHERE ctid = (SELECT ctid FROM events WHERE kind = 'dup' LIMIT 1);
+         COMMIT;
+         DELETE FROM events WHERE kind = 'k0' AND payload IS NULL;
+         TRUNCATE parent, child;
+         INSERT INTO parent VALUES (1, 'after');",
+    )
+    .await;
+    catch_up(&cfg).await;
+    for t in ["events", "parent", "child"] {
+        assert_same(&client, &cfg, t).await;
+    }
+    exec(
+        &client,
+        "INSERT INTO child VALUES (1, 1, 'x');
+         BEGIN;
+           INSERT INTO child VALUES (2, 1, 'y');
+           TRUNCATE parent CASCADE;
+           INSERT INTO parent VALUES (5, 'five');
+           INSERT INTO child VALUES (3, 5, 'z');
+         COMMIT;
+         UPDATE events SET n = n + 1 WHERE kind = 'k1';",
+    )
+    .await;
+    catch_up(&cfg).await;
+    for t in ["events", "parent", "child"] {
+        assert_same(&client, &cfg, t).await;
+    }
+    check_with_python_readers(
+        &cfg.lake.warehouse,
+        &url,
+        &["public.events", "public.parent", "public.child"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_tampered_or_foreign_slot_or_a_recreated_table_stops_with_the_way_out() {
+    let (_, url, client) = database(
+        "safety",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 10) g;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &url, "");
+    let cfg_path = dir.path().join("walden.toml");
+    let cfg_arg = cfg_path.to_str().unwrap();
+    walden::run_initial_sync(&cfg, false).await.unwrap();
+    let slot = slot(&cfg).to_string();
+
+    // Someone else consumed changes from our slot. (The test cluster commits
+    // asynchronously; this session flushes, so the slot can be advanced past the insert.)
+    exec(
+        &client,
+        "SET synchronous_commit = on; INSERT INTO t VALUES (11, 'eleven')",
+    )
+    .await;
+    client
+        .batch_execute(&format!(
+            "SELECT pg_replication_slot_advance('{slot}', pg_current_wal_lsn())"
+        ))
+        .await
+        .unwrap();
+    let (ok, out, err) = walden(&["replicate", "--until-caught-up", "-c", cfg_arg], &[]);
+    assert!(!ok, "{out}\n{err}");
+    assert!(
+        err.contains("advanced") && err.contains("--resync"),
+        "{err}"
+    );
+    // --resync copies again and streaming goes on from there.
+    let (ok, out, err) = walden(
+        &[
+            "replicate",
+            "--resync",
+            "--until-caught-up",
+            "--quiet",
+            "-c",
+            cfg_arg,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert_same(&client, &cfg, "t").await;
+
+    // The table dropped and created again under the same name.
+    exec(
+        &client,
+        "DROP TABLE t; CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'new');",
+    )
+    .await;
+    let (ok, _, err) = walden(&["replicate", "--until-caught-up", "-c", cfg_arg], &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("dropped and created again") && err.contains("--resync"),
+        "{err}"
+    );
+
+    // The slot dropped.
+    client
+        .batch_execute(&format!("SELECT pg_drop_replication_slot('{slot}')"))
+        .await
+        .unwrap();
+    let (ok, _, err) = walden(&["replicate", "--until-caught-up", "-c", cfg_arg], &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("no longer exists") && err.contains("--resync"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_slot_is_acknowledged_and_a_stop_flushes_and_acknowledges() {
+    let (_, url, client) = database(
+        "idle",
+        "CREATE TABLE published (id int PRIMARY KEY, v text);
+         INSERT INTO published VALUES (1, 'one');",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // Only `published` is replicated; `other` is written but outside the publication.
+    let cfg = config(dir.path(), &url, "tables = [\"public.published\"]");
+    walden::run_initial_sync(&cfg, false).await.unwrap();
+    exec(
+        &client,
+        "CREATE TABLE other (id int, pad text);
+         INSERT INTO other SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g;",
+    )
+    .await;
+    let after: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let after = walden_pg::parse_lsn(&after).unwrap();
+    catch_up(&cfg).await;
+    let info = walden_pg::slot_info(&client, slot(&cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        info.confirmed_flush_lsn.unwrap() >= after,
+        "the slot was not advanced past unpublished writes: {:?} < {after}",
+        info.confirmed_flush_lsn
+    );
+    assert_eq!(info.confirmed_flush_lsn, Some(lake_lsn(&cfg)));
+
+    // A running `walden replicate` stopped with SIGTERM commits what it has, acknowledges
+    // it and exits 0.
+    let cfg_path = dir.path().join("walden.toml");
+    let mut child = std::process::Command::new(crate::walden_bin())
+        .args(["replicate", "--quiet", "-c", cfg_path.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    exec(
+        &client,
+        "INSERT INTO published VALUES (2, 'two'), (3, 'three')",
+    )
+    .await;
+    let lake = Lake::open(&cfg.lake.warehouse).unwrap();
+    let target: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let target = walden_pg::parse_lsn(&target).unwrap();
+    assert!(
+        walden_testkit::wait_until(std::time::Duration::from_secs(30), || {
+            lake.progress(slot(&cfg))
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.lsn >= target)
+        }),
+        "the running replicator did not commit the inserts"
+    );
+    exec(&client, "INSERT INTO published VALUES (4, 'four')").await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    // What it committed, it acknowledged: the slot and the lake agree.
+    let info = walden_pg::slot_info(&client, slot(&cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.confirmed_flush_lsn, Some(lake_lsn(&cfg)));
+    // And whatever it had not received yet comes with the next run.
+    catch_up(&cfg).await;
+    assert_same(&client, &cfg, "published").await;
+}
