@@ -1,6 +1,11 @@
-//! `walden-bench initial-copy`: the initial copy of one big table, walden against
-//! `psql -c "COPY t TO STDOUT (FORMAT binary)" > /dev/null` on the same server in the same
-//! run. Reports medians of several runs and walden's peak resident memory.
+//! walden's benchmarks, each a ratio against a baseline measured in the same run on the
+//! same server, as medians of several runs:
+//!
+//! - `initial-copy`: the initial copy of one big table against
+//!   `psql -c "COPY t TO STDOUT (FORMAT binary)" > /dev/null`;
+//! - `streaming`: applying a backlog of updates, inserts and deletes against
+//!   `pg_recvlogical` merely decoding the same changes from its own pgoutput slot into
+//!   `/dev/null`, plus walden's peak memory with its row index.
 //!
 //! Build both binaries in release mode first: `cargo build --release -p walden -p walden-bench`.
 
@@ -39,6 +44,20 @@ enum Bench {
         #[arg(long)]
         walden: Option<PathBuf>,
     },
+    /// Applying a backlog of changes vs pg_recvlogical decoding it to /dev/null.
+    Streaming {
+        /// Rows in the table before the backlog.
+        #[arg(long, default_value_t = 2_000_000)]
+        rows: u64,
+        /// Changed rows in each backlog (60% updates, 25% inserts, 15% deletes, in
+        /// transactions of 1000).
+        #[arg(long, default_value_t = 1_500_000)]
+        changes: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        walden: Option<PathBuf>,
+    },
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -59,22 +78,227 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
         Bench::InitialCopy { rows, runs, walden } => {
-            let walden = match walden {
-                Some(w) => w,
-                None => std::env::current_exe()?
-                    .parent()
-                    .context("bench binary has no directory")?
-                    .join("walden"),
-            };
-            if !walden.exists() {
-                bail!(
-                    "{} not found: cargo build --release -p walden",
-                    walden.display()
-                );
-            }
+            let walden = walden_binary(walden)?;
             rt.block_on(initial_copy(rows, runs.max(1), &walden))
         }
+        Bench::Streaming {
+            rows,
+            changes,
+            runs,
+            walden,
+        } => {
+            let walden = walden_binary(walden)?;
+            rt.block_on(streaming(rows, changes, runs.max(1), &walden))
+        }
     }
+}
+
+fn walden_binary(given: Option<PathBuf>) -> Result<PathBuf> {
+    let walden = match given {
+        Some(w) => w,
+        None => std::env::current_exe()?
+            .parent()
+            .context("bench binary has no directory")?
+            .join("walden"),
+    };
+    if !walden.exists() {
+        bail!(
+            "{} not found: cargo build --release -p walden",
+            walden.display()
+        );
+    }
+    Ok(walden)
+}
+
+/// Runs `walden` with `args`, sampling its peak RSS; returns (seconds, peak bytes).
+fn run_measured(walden: &Path, args: &[&str]) -> Result<(f64, u64)> {
+    let t = Instant::now();
+    let mut child = Command::new(walden)
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let mut peak = 0;
+    let status = loop {
+        if let Some(p) = peak_rss(pid) {
+            peak = peak.max(p);
+        }
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if !status.success() {
+        bail!("walden {args:?} failed");
+    }
+    Ok((t.elapsed().as_secs_f64(), peak))
+}
+
+async fn streaming(rows: u64, changes: u64, runs: usize, walden: &Path) -> Result<()> {
+    let pg = LocalPostgres::start(LocalPgOptions {
+        data_dir: None,
+        settings: vec![
+            ("shared_buffers".into(), "1GB".into()),
+            ("max_wal_size".into(), "8GB".into()),
+        ],
+    })?;
+    let url = pg.create_database("bench").await?;
+    let client = pg.connect("bench").await?;
+    eprintln!("generating {rows} rows ...");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE orders (
+                 id int8 PRIMARY KEY, customer_id int8 NOT NULL, status text NOT NULL,
+                 amount numeric(12,2) NOT NULL, placed_at timestamptz NOT NULL,
+                 note text, paid bool NOT NULL);
+             INSERT INTO orders
+             SELECT g, (g * 7919) % 1000003, (ARRAY['pending','paid','shipped','delivered','cancelled'])[1 + g % 5],
+                    ((g * 104729) % 100000) / 100.0, '2024-01-01'::timestamptz + (g || ' seconds')::interval,
+                    CASE WHEN g % 10 = 0 THEN 'gift wrap, leave at the door ' || g END, g % 3 = 0
+             FROM generate_series(1::int8, {rows}::int8) g;"
+        ))
+        .await?;
+    client.batch_execute("VACUUM ANALYZE orders").await?;
+    let dir = tempfile_dir()?;
+    let cfg = dir.join("walden.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\nurl = \"{url}\"\nslot = \"bench\"\npublication = \"bench\"\n\n[lake]\nwarehouse = \"{}\"\n",
+            dir.join("lake").display()
+        ),
+    )?;
+    let cfg_arg = cfg.to_str().unwrap_or_default().to_string();
+    eprintln!("initial copy ...");
+    run_measured(
+        walden,
+        &[
+            "--config",
+            &cfg_arg,
+            "replicate",
+            "--until-caught-up",
+            "--quiet",
+        ],
+    )?;
+
+    let recvlogical = pg.bin_dir().join("pg_recvlogical");
+    let batches = changes.div_ceil(1000);
+    let mut next_insert = rows + 1;
+    let mut next_delete = rows;
+    let mut baseline = Vec::new();
+    let mut ours = Vec::new();
+    let mut peaks = Vec::new();
+    for run in 0..runs {
+        // The baseline's own slot, at the same position as walden's.
+        client
+            .batch_execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                   WHERE slot_name = 'bench_recv';
+                 SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput');",
+            )
+            .await?;
+        eprintln!(
+            "run {}: writing a backlog of {} changes ...",
+            run + 1,
+            batches * 1000
+        );
+        // Each iteration is a transaction: 600 updates, 250 inserts, 150 deletes.
+        client
+            .batch_execute(&format!(
+                "DO $$
+                 DECLARE lo int8;
+                 BEGIN
+                   FOR i IN 0..{last} LOOP
+                     lo := 1 + ((i * 7919 * 600) % ({rows} / 2));
+                     UPDATE orders SET amount = amount + 1, status = 'paid', paid = true
+                       WHERE id BETWEEN lo AND lo + 599;
+                     INSERT INTO orders
+                       SELECT g, g % 1000003, 'pending', 9.99, now(), NULL, false
+                       FROM generate_series({ins}::int8 + i * 250, {ins}::int8 + i * 250 + 249) g;
+                     DELETE FROM orders WHERE id BETWEEN {del}::int8 - i * 150 - 149 AND {del}::int8 - i * 150;
+                     COMMIT;
+                   END LOOP;
+                 END $$;",
+                last = batches - 1,
+                ins = next_insert,
+                del = next_delete,
+            ))
+            .await?;
+        next_insert += batches * 250;
+        next_delete -= batches * 150;
+        let end: String = client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?
+            .get(0);
+
+        let t = Instant::now();
+        let status = Command::new(&recvlogical)
+            .args([
+                "-d",
+                url.as_str(),
+                "--slot",
+                "bench_recv",
+                "--start",
+                "-o",
+                "proto_version=1",
+                "-o",
+                "publication_names=bench",
+                "--endpos",
+                end.as_str(),
+                "-f",
+                "/dev/null",
+            ])
+            .status()?;
+        if !status.success() {
+            bail!("pg_recvlogical failed");
+        }
+        let b = t.elapsed().as_secs_f64();
+        let (w, peak) = run_measured(
+            walden,
+            &[
+                "--config",
+                &cfg_arg,
+                "replicate",
+                "--until-caught-up",
+                "--quiet",
+            ],
+        )?;
+        let n = (batches * 1000) as f64;
+        eprintln!(
+            "run {}: pg_recvlogical {b:.2}s ({:.0} changes/s), walden {w:.2}s ({:.0} changes/s), \
+             peak RSS {:.0} MiB",
+            run + 1,
+            n / b,
+            n / w,
+            peak as f64 / 1048576.0
+        );
+        baseline.push(n / b);
+        ours.push(n / w);
+        peaks.push(peak as f64);
+    }
+    let live: i64 = client
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await?
+        .get(0);
+    let (b, w) = (median(baseline), median(ours));
+    let peak = peaks.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "streaming a backlog of {} changes into a {rows}-row table, {runs} runs, medians:",
+        batches * 1000
+    );
+    println!("  pg_recvlogical (pgoutput v1) to /dev/null: {b:>12.0} changes/s");
+    println!("  walden replicate --until-caught-up:        {w:>12.0} changes/s");
+    println!(
+        "  ratio walden / pg_recvlogical:             {:>12.2}",
+        w / b
+    );
+    println!(
+        "  walden peak RSS:                           {:>12.0} MiB ({live} live rows, {:.0} bytes/row)",
+        peak / 1048576.0,
+        peak / live.max(1) as f64
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
 
 async fn initial_copy(rows: u64, runs: usize, walden: &Path) -> Result<()> {
@@ -152,6 +376,7 @@ async fn initial_copy(rows: u64, runs: usize, walden: &Path) -> Result<()> {
                 "--config",
                 cfg.to_str().unwrap_or_default(),
                 "replicate",
+                "--until-caught-up",
                 "--quiet",
             ])
             .stdout(Stdio::null())

@@ -772,6 +772,7 @@ impl Applier {
         for t in self.tables.values_mut() {
             t.process(&self.io, &self.writer).await?;
         }
+        crate::failpoint("stream-after-spill");
         Ok(())
     }
 
@@ -817,6 +818,7 @@ impl Applier {
             changes.push(change);
             oids.push(t.oid);
         }
+        crate::failpoint("stream-after-data-files");
         let outcome = self
             .lake
             .commit(Commit {

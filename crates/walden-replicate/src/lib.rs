@@ -59,6 +59,28 @@ impl SyncError {
     }
 }
 
+/// Crash-test hooks: when the environment variable `WALDEN_FAILPOINT` names this point,
+/// the process aborts on the spot (no destructors, no flushing: like a power cut or
+/// `kill -9`). Points: `copy-after-batch` (initial copy, after a batch was written),
+/// `stream-after-data-files` (a flush wrote its data and delete files, before the catalog
+/// commit), `stream-after-commit` (committed, not yet acknowledged), `stream-after-ack`
+/// (acknowledged), `stream-after-spill` (a big transaction spilled to pending files).
+/// Tests use it to show the lake converges after a crash at each point.
+pub(crate) fn failpoint(name: &str) {
+    if failpoint_armed(name) {
+        tracing::error!(failpoint = name, "failpoint reached: aborting");
+        std::process::abort();
+    }
+}
+
+pub(crate) fn failpoint_armed(name: &str) -> bool {
+    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ARMED
+        .get_or_init(|| std::env::var("WALDEN_FAILPOINT").ok())
+        .as_deref()
+        == Some(name)
+}
+
 pub type Result<T, E = SyncError> = std::result::Result<T, E>;
 
 /// The replication state kept with the progress (`walden_progress.state`).

@@ -550,8 +550,16 @@ impl Session<'_> {
     ) -> Result<u64> {
         let started = Instant::now();
         let stats = applier.commit(&self.options.slot, lsn, state).await?;
+        if stats.tables > 0 {
+            crate::failpoint("stream-after-commit");
+        }
         // Only now is `lsn` durable in the lake: tell the server.
         client.update_applied_lsn(Lsn::from_u64(lsn));
+        if stats.tables > 0 && crate::failpoint_armed("stream-after-ack") {
+            // Let the acknowledgement reach the server first.
+            tokio::time::sleep(STATUS_INTERVAL * 2).await;
+            crate::failpoint("stream-after-ack");
+        }
         self.made_progress = true;
         if stats.tables > 0 {
             tracing::debug!(

@@ -430,6 +430,7 @@ async fn worker(
         let mut copied = 0u64;
         while let Some(batch) = reader.next_batch().await? {
             writer.write(&batch).await?;
+            crate::failpoint("copy-after-batch");
             copied += batch.num_rows() as u64;
             options.observer.rows_copied(&name, batch.num_rows() as u64);
         }

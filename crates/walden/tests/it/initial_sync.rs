@@ -309,6 +309,7 @@ async fn an_interrupted_copy_recovers() {
                 "--config",
                 cfg_path.to_str().unwrap(),
                 "replicate",
+                "--until-caught-up",
                 "--quiet",
             ])
             .stdout(std::process::Stdio::null())
@@ -441,7 +442,10 @@ async fn query_command_prints_table_csv_and_json() {
     let cfg_path = dir.path().join("walden.toml");
     config(dir.path(), &url, "");
     let c = cfg_path.to_str().unwrap();
-    let (ok, _, err) = walden(&["--config", c, "replicate", "--quiet"], &[]);
+    let (ok, _, err) = walden(
+        &["--config", c, "replicate", "--until-caught-up", "--quiet"],
+        &[],
+    );
     assert!(ok, "{err}");
     let (ok, out, err) = walden(
         &["--config", c, "query", "SELECT * FROM public.t ORDER BY id"],

@@ -3,6 +3,7 @@
 //! independent readers (pyiceberg, DuckDB) through `tests/interop/check_lake.py`.
 
 mod compare;
+mod faults;
 mod initial_sync;
 mod preflight;
 mod streaming;
