@@ -83,6 +83,12 @@ pub struct ReplicateArgs {
 /// stays consistent: every commit is atomic, the next start resumes from it).
 fn stop_on_signals() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
+    forward_signals(tx);
+    rx
+}
+
+/// Sends `true` on `tx` at the first SIGINT/SIGTERM; exits the process at the second.
+pub(crate) fn forward_signals(tx: tokio::sync::watch::Sender<bool>) {
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -107,18 +113,25 @@ fn stop_on_signals() -> tokio::sync::watch::Receiver<bool> {
             let _ = tx.send(true);
         }
     });
-    rx
 }
 
 /// Replication: the initial copy when the lake has none (preflight first), then
 /// streaming until stopped or, with `until_caught_up`, until the lake reaches the source's
 /// position at the start.
 pub async fn run_replicate(config: &Config, args: ReplicateArgs) -> Result<()> {
+    replicate_until(config, args, stop_on_signals()).await
+}
+
+/// [`run_replicate`], stopping when `cancel` turns true.
+pub async fn replicate_until(
+    config: &Config,
+    args: ReplicateArgs,
+    cancel: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
     let source = config.source()?;
     // Local problems first: a lake we cannot write must not cost the source anything.
     let lake = Lake::open(&config.lake.warehouse)?;
     let conn = source.connection()?;
-    let cancel = stop_on_signals();
     if args.resync {
         let dropped = walden_replicate::prepare_resync(&conn, &lake, &source.slot).await?;
         println!(
@@ -260,6 +273,8 @@ pub async fn run_query(config: &Config, sql: &str, format: output::Format) -> Re
     output::print(&batches, format)
 }
 
+/// Replication progress, per-table rows and files, and the source side: lag in bytes and
+/// time, the slot's confirmed position and the WAL it retains.
 pub async fn run_status(config: &Config) -> Result<()> {
     let lake = open_existing_lake(config)?;
     let slot = config
@@ -267,46 +282,74 @@ pub async fn run_status(config: &Config) -> Result<()> {
         .as_ref()
         .map(|s| s.slot.clone())
         .unwrap_or_else(|| "walden".into());
-    match lake.progress(&slot)? {
+    let progress = lake.progress(&slot)?;
+    match &progress {
         Some(p) => {
             let when = chrono::DateTime::from_timestamp_millis(p.committed_at_ms)
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default();
+            let age = (chrono::Utc::now().timestamp_millis() - p.committed_at_ms).max(0);
             let phase = p.state.get("phase").and_then(|v| v.as_str()).unwrap_or("?");
             println!(
-                "slot {slot}: {phase}, lake at LSN {} (committed {when})",
-                walden_pg::format_lsn(p.lsn)
+                "slot {slot}: {phase}, lake at LSN {} (last commit {when}, {:.1} s ago)",
+                walden_pg::format_lsn(p.lsn),
+                age as f64 / 1000.0
             );
         }
         None => println!("slot {slot}: no replication recorded in this lake"),
     }
-    println!("{:<40} {:>14} {:>8}", "table", "rows", "files");
+    println!(
+        "{:<40} {:>14} {:>8} {:>8}",
+        "table", "rows", "files", "deletes"
+    );
     for name in lake.list_tables()? {
         let Some(t) = lake.load_table(&name).await? else {
             continue;
         };
-        let get = |k: &str| t.snapshot_property(k).unwrap_or("0").to_string();
+        let get = |k: &str| -> u64 {
+            t.snapshot_property(k)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
         println!(
-            "{:<40} {:>14} {:>8}",
+            "{:<40} {:>14} {:>8} {:>8}",
             name.to_string(),
-            get("total-records"),
-            get("total-data-files")
+            get("total-records").saturating_sub(get("total-position-deletes")),
+            get("total-data-files"),
+            get("total-delete-files")
         );
     }
     if let Some(source) = &config.source {
         let conn = source.connection()?;
         match conn.connect().await {
-            Ok(client) => match walden_pg::slot_info(&client, &source.slot).await? {
-                Some(info) => println!(
-                    "source slot {}: confirmed flush {}, wal_status {}",
-                    source.slot,
-                    info.confirmed_flush_lsn
-                        .map(walden_pg::format_lsn)
-                        .unwrap_or_else(|| "-".into()),
-                    info.wal_status.unwrap_or_else(|| "-".into())
-                ),
-                None => println!("source slot {}: does not exist", source.slot),
-            },
+            Ok(client) => {
+                let current: String = client
+                    .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                    .await?
+                    .get(0);
+                let current = walden_pg::parse_lsn(&current).unwrap_or(0);
+                if let Some(p) = &progress {
+                    println!(
+                        "source at LSN {}: the lake is {} bytes of WAL behind",
+                        walden_pg::format_lsn(current),
+                        current.saturating_sub(p.lsn)
+                    );
+                }
+                match walden_pg::slot_info(&client, &source.slot).await? {
+                    Some(info) => println!(
+                        "source slot {}: confirmed flush {}, retains {} bytes of WAL, wal_status {}",
+                        source.slot,
+                        info.confirmed_flush_lsn
+                            .map(walden_pg::format_lsn)
+                            .unwrap_or_else(|| "-".into()),
+                        info.restart_lsn
+                            .map(|r| current.saturating_sub(r))
+                            .unwrap_or(0),
+                        info.wal_status.unwrap_or_else(|| "-".into())
+                    ),
+                    None => println!("source slot {}: does not exist", source.slot),
+                }
+            }
             Err(e) => println!("source: unreachable ({e})"),
         }
     }

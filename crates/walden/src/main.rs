@@ -54,7 +54,8 @@ enum Command {
         #[arg(long)]
         lake_tables: bool,
     },
-    /// A throwaway Postgres with a demo shop database, copied into a local lake.
+    /// A throwaway Postgres with a demo shop database and a live workload, replicated into
+    /// a local lake while you watch.
     Quickstart {
         /// Where to put the demo (Postgres data, lake, config).
         #[arg(long, default_value = "walden-quickstart")]
@@ -62,6 +63,9 @@ enum Command {
         /// Number of orders in the demo database.
         #[arg(long, default_value_t = 100_000)]
         scale: u32,
+        /// Seconds of the live phase (workload + streaming); 0 runs until Ctrl-C.
+        #[arg(long, default_value_t = 0)]
+        duration: u64,
     },
 }
 
@@ -93,8 +97,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Quickstart { dir, scale } = &cli.command {
-        walden::quickstart::run(dir, *scale).await?;
+    if let Command::Quickstart {
+        dir,
+        scale,
+        duration,
+    } = &cli.command
+    {
+        let duration = (*duration > 0).then(|| std::time::Duration::from_secs(*duration));
+        walden::quickstart::run(dir, *scale, duration).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let loaded = walden::config::load(cli.config.as_deref())?;

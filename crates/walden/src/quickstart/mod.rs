@@ -6,11 +6,18 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, bail};
 use walden_testkit::{LocalPgOptions, LocalPostgres};
 
+use crate::config::Config;
+
 const SCHEMA_SQL: &str = include_str!("shop_schema.sql");
 const DATA_SQL: &str = include_str!("shop_data.sql");
+/// One tick of live shop activity (orders placed, paid, shipped, cancelled; prices
+/// changed; now and then a customer deleted), one transaction.
+const WORKLOAD_SQL: &str = include_str!("shop_workload.sql");
 const MARKER: &str = ".walden-quickstart";
 
 /// Loads the demo shop into `database` of `pg` with `scale` orders.
@@ -57,16 +64,17 @@ fn prepare_dir(dir: &Path) -> Result<PathBuf> {
         .with_context(|| format!("resolving {}", dir.display()))
 }
 
-pub async fn run(dir: &Path, scale: u32) -> Result<()> {
+/// Runs the quickstart; the live phase lasts `duration` (until Ctrl-C when `None`).
+pub async fn run(dir: &Path, scale: u32, duration: Option<Duration>) -> Result<()> {
     let dir = prepare_dir(dir)?;
     println!("walden quickstart in {}", dir.display());
-    println!("1/4 starting a throwaway PostgreSQL ...");
+    println!("1/5 starting a throwaway PostgreSQL ...");
     let pg = LocalPostgres::start(LocalPgOptions {
         data_dir: Some(dir.join("postgres")),
         settings: Vec::new(),
     })?;
     println!("    listening on 127.0.0.1:{}", pg.port());
-    println!("2/4 generating the demo shop ({scale} orders) ...");
+    println!("2/5 generating the demo shop ({scale} orders) ...");
     let started = std::time::Instant::now();
     load_shop(&pg, "shop", scale).await?;
     println!("    done in {:.1}s", started.elapsed().as_secs_f64());
@@ -83,13 +91,13 @@ pub async fn run(dir: &Path, scale: u32) -> Result<()> {
     let loaded = crate::config::load(Some(&config_path))?;
     let config = &loaded.config;
 
-    println!("3/4 checking the source ...");
+    println!("3/5 checking the source ...");
     let report = crate::run_check(config).await?;
     if report.has_errors() {
         crate::print_check(&report);
         bail!("the demo database failed the preflight");
     }
-    println!("4/4 copying into the lake ...");
+    println!("4/5 copying into the lake ...");
     let outcome = crate::run_initial_sync(config, true).await?;
     crate::print_sync(&outcome, &config.lake.warehouse);
 
@@ -97,6 +105,8 @@ pub async fn run(dir: &Path, scale: u32) -> Result<()> {
                FROM public.orders GROUP BY status ORDER BY orders DESC";
     println!("\n$ walden query \"{sql}\"");
     crate::run_query(config, sql, crate::output::Format::Table).await?;
+
+    live(&pg, config, duration).await?;
 
     let orders = walden_lake::Lake::open(&config.lake.warehouse)?
         .load_table(&walden_lake::TableName::new("public", "orders"))
@@ -114,4 +124,124 @@ pub async fn run(dir: &Path, scale: u32) -> Result<()> {
          \n  DuckDB:    SELECT count(*) FROM iceberg_scan('{orders}')\n"
     );
     Ok(())
+}
+
+/// The live phase: a workload on the demo database, walden streaming it into the lake,
+/// and a line every two seconds showing the lake move.
+async fn live(pg: &LocalPostgres, config: &Config, duration: Option<Duration>) -> Result<()> {
+    println!(
+        "\n5/5 live: a workload places, pays, ships and cancels orders; walden streams it into \
+         the lake ({}).",
+        match duration {
+            Some(d) => format!("for {} s", d.as_secs()),
+            None => "Ctrl-C to stop".into(),
+        }
+    );
+    let (tx, stop) = tokio::sync::watch::channel(false);
+    crate::forward_signals(tx.clone());
+    if let Some(d) = duration {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            let _ = tx.send(true);
+        });
+    }
+    let replicator = {
+        let config = config.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            crate::replicate_until(
+                &config,
+                crate::ReplicateArgs {
+                    until_caught_up: false,
+                    resync: false,
+                    show_progress: false,
+                },
+                stop,
+            )
+            .await
+        })
+    };
+    let workload = {
+        let client = pg.connect("shop").await?;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut ticks = 0u64;
+            while !*stop.borrow() {
+                if let Err(e) = client.batch_execute(WORKLOAD_SQL).await {
+                    tracing::warn!(error = %e, "the demo workload failed a tick");
+                }
+                ticks += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            ticks
+        })
+    };
+
+    let source = pg.connect("shop").await?;
+    let lake = walden_lake::Lake::open(&config.lake.warehouse)?;
+    let engine = walden_query::QueryEngine::new(lake.clone());
+    let slot = config.source()?.slot.clone();
+    let started = std::time::Instant::now();
+    let mut stop_wait = stop.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop_wait.changed() => {}
+        }
+        if *stop.borrow() || replicator.is_finished() {
+            break;
+        }
+        let Some(progress) = lake.progress(&slot)? else {
+            continue;
+        };
+        let source_lsn: String = source
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?
+            .get(0);
+        let behind = walden_pg::parse_lsn(&source_lsn)
+            .unwrap_or(0)
+            .saturating_sub(progress.lsn);
+        let age = chrono::Utc::now().timestamp_millis() - progress.committed_at_ms;
+        let counts = engine
+            .sql("SELECT status, count(*) AS n FROM public.orders GROUP BY 1 ORDER BY 2 DESC")
+            .await
+            .map(|batches| order_counts(&batches))
+            .unwrap_or_default();
+        println!(
+            "  [{:>4}s] lake at {} ({} bytes of WAL behind, committed {:.1} s ago) · orders: {counts}",
+            started.elapsed().as_secs(),
+            walden_pg::format_lsn(progress.lsn),
+            behind,
+            age.max(0) as f64 / 1000.0
+        );
+    }
+    let ticks = workload.await.unwrap_or(0);
+    replicator.await.context("the replicator task failed")??;
+    println!("  {ticks} workload transactions ran; the lake holds every one that was acknowledged");
+    Ok(())
+}
+
+fn order_counts(batches: &[arrow::array::RecordBatch]) -> String {
+    use arrow::array::{Array, AsArray};
+    let mut parts = Vec::new();
+    for b in batches {
+        let Ok(status) = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)
+        else {
+            continue;
+        };
+        let (Some(s), Some(n)) = (
+            status.as_string_opt::<i32>(),
+            b.column(1)
+                .as_primitive_opt::<arrow::datatypes::Int64Type>(),
+        ) else {
+            continue;
+        };
+        for i in 0..b.num_rows() {
+            if !s.is_null(i) {
+                parts.push(format!("{} {}", s.value(i), n.value(i)));
+            }
+        }
+    }
+    parts.join(", ")
 }

@@ -399,3 +399,36 @@ async fn an_idle_slot_is_acknowledged_and_a_stop_flushes_and_acknowledges() {
     catch_up(&cfg).await;
     assert_same(&client, &cfg, "published").await;
 }
+
+/// The README's first command: `walden quickstart` copies the demo shop, then streams a
+/// live workload into the lake and shows it move.
+#[test]
+fn quickstart_streams_a_live_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let qs = dir.path().join("qs");
+    let (ok, out, err) = walden(
+        &[
+            "quickstart",
+            "--dir",
+            qs.to_str().unwrap(),
+            "--scale",
+            "2000",
+            "--duration",
+            "8",
+        ],
+        &[],
+    );
+    assert!(ok, "{out}\n{err}");
+    let lsns: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split("lake at ").nth(1))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(lsns.len() >= 2, "no live progress lines:\n{out}");
+    assert_ne!(lsns.first(), lsns.last(), "the lake did not move:\n{out}");
+    assert!(out.contains("workload transactions ran"), "{out}");
+    assert!(
+        out.contains("orders: delivered"),
+        "no order counts from the lake:\n{out}"
+    );
+}
