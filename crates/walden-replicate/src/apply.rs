@@ -813,6 +813,8 @@ impl Applier {
             );
             stats.tables += 1;
             stats.changes += t.changes;
+            metrics::counter!("walden_changes_total", "table" => t.name.to_string())
+                .increment(t.changes);
             stats.data_files += change.data_files.len();
             stats.delete_files += change.delete_files.len();
             changes.push(change);

@@ -85,6 +85,8 @@ pub struct StreamOutcome {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Microseconds from 1970-01-01 to 2000-01-01 (Postgres timestamps count from 2000).
+const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 /// How often acknowledgements go to the server at most.
 const STATUS_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -116,6 +118,7 @@ pub async fn stream(
                 tracing::warn!(error = %error_chain(&e), retry_in_ms = backoff.as_millis() as u64,
                     "replication interrupted; resuming from the lake's committed LSN");
                 options.observer.reconnecting(&e, backoff);
+                metrics::counter!("walden_reconnects_total").increment(1);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = cancel.changed() => {}
@@ -167,6 +170,18 @@ async fn caught_up_target(control: &tokio_postgres::Client) -> Result<u64> {
         })?;
     walden_pg::parse_lsn(&row.get::<_, String>(0))
         .ok_or_else(|| SyncError::Refused("the source reported an unreadable WAL position".into()))
+}
+
+/// Replication lag after a flush: WAL bytes the lake is behind the server's last reported
+/// position, and seconds since the newest committed transaction was committed on the
+/// source (0 when the flush carried none: the lake is as fresh as the source).
+fn lag_metrics(server_wal_end: u64, committed: u64, commit_time_unix_micros: Option<i64>) {
+    metrics::gauge!("walden_replication_lag_bytes")
+        .set(server_wal_end.saturating_sub(committed) as f64);
+    let seconds = commit_time_unix_micros.map_or(0.0, |t| {
+        (chrono::Utc::now().timestamp_micros() - t).max(0) as f64 / 1e6
+    });
+    metrics::gauge!("walden_replication_lag_seconds").set(seconds);
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -395,6 +410,11 @@ impl Session<'_> {
         let mut first_pending: Option<Instant> = None;
         let mut last_commit = Instant::now();
         let mut stopping = *cancel.borrow();
+        // The server's WAL position as last reported, and the source commit time (Unix
+        // microseconds) of the newest transaction not yet committed to the lake.
+        let mut server_wal_end = committed;
+        let mut pending_commit_time: Option<i64> = None;
+        metrics::gauge!("walden_lake_lsn").set(committed as f64);
 
         loop {
             let caught_up = target.is_some_and(|t| committed >= t);
@@ -403,6 +423,7 @@ impl Session<'_> {
                     committed = self
                         .flush(&mut applier, &client, &state, pending_lsn)
                         .await?;
+                    lag_metrics(server_wal_end, committed, pending_commit_time.take());
                 }
                 let caught_up = target.is_some_and(|t| committed >= t);
                 if stopping || caught_up {
@@ -434,10 +455,12 @@ impl Session<'_> {
                             txn_final = final_lsn.as_u64();
                             skip_txn = txn_final < committed;
                         }
-                        ReplicationEvent::Commit { end_lsn, .. } => {
+                        ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
                             in_txn = false;
+                            server_wal_end = server_wal_end.max(end_lsn.as_u64());
                             if !skip_txn {
                                 pending_lsn = pending_lsn.max(end_lsn.as_u64());
+                                pending_commit_time = Some(commit_time_micros + PG_EPOCH_UNIX_MICROS);
                                 if applier.has_changes() {
                                     first_pending.get_or_insert_with(Instant::now);
                                 }
@@ -446,6 +469,7 @@ impl Session<'_> {
                                 || applier.buffered_bytes() >= self.options.spill_bytes;
                             if due {
                                 committed = self.flush(&mut applier, &client, &state, pending_lsn).await?;
+                                lag_metrics(server_wal_end, committed, pending_commit_time.take());
                                 first_pending = None;
                                 last_commit = Instant::now();
                             }
@@ -456,6 +480,9 @@ impl Session<'_> {
                         }
                         ReplicationEvent::KeepAlive { wal_end, .. } => {
                             let wal_end = wal_end.as_u64();
+                            server_wal_end = server_wal_end.max(wal_end);
+                            metrics::gauge!("walden_replication_lag_bytes")
+                                .set(server_wal_end.saturating_sub(committed) as f64);
                             if !in_txn && !applier.has_changes() && wal_end > pending_lsn {
                                 pending_lsn = wal_end;
                             }
@@ -474,6 +501,7 @@ impl Session<'_> {
                     };
                     if due {
                         committed = self.flush(&mut applier, &client, &state, pending_lsn).await?;
+                        lag_metrics(server_wal_end, committed, pending_commit_time.take());
                         first_pending = None;
                         last_commit = Instant::now();
                     }
@@ -571,6 +599,14 @@ impl Session<'_> {
             );
         }
         self.options.observer.committed(lsn, &stats);
+        metrics::gauge!("walden_lake_lsn").set(lsn as f64);
+        if stats.tables > 0 {
+            metrics::counter!("walden_commits_total").increment(1);
+            metrics::histogram!("walden_flush_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+        metrics::gauge!("walden_buffered_bytes").set(applier.buffered_bytes() as f64);
+        metrics::gauge!("walden_index_memory_bytes").set(applier.index_bytes() as f64);
         self.options
             .observer
             .memory(applier.buffered_bytes(), applier.index_bytes());
@@ -588,6 +624,7 @@ impl Session<'_> {
             Ok(Some(row)) => {
                 let bytes = row.get::<_, Option<i64>>(0).unwrap_or(0).max(0) as u64;
                 self.options.observer.retained_wal(bytes);
+                metrics::gauge!("walden_retained_wal_bytes").set(bytes as f64);
                 if bytes > self.options.retained_wal_warn_bytes {
                     tracing::warn!(
                         slot = %slot,

@@ -68,6 +68,27 @@ pub fn print_check(report: &CheckReport) -> bool {
     }
 }
 
+/// Serves Prometheus metrics at `http://<[serve] http_listen>/metrics` (replication lag in
+/// bytes and seconds, changes per table, commits, flush durations, retained WAL, buffered
+/// bytes, row-index memory, reconnects). A listener that cannot start is a warning, not a
+/// failure: replication matters more than its metrics.
+pub fn serve_metrics(config: &Config) {
+    let addr = &config.serve.http_listen;
+    let parsed: std::result::Result<std::net::SocketAddr, _> = addr.parse();
+    let result = parsed
+        .map_err(|e| format!("[serve] http_listen = {addr:?} is not an address: {e}"))
+        .and_then(|addr| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(addr)
+                .install()
+                .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))
+        });
+    match result {
+        Ok(()) => tracing::info!(%addr, "metrics at /metrics"),
+        Err(e) => tracing::warn!("{e}; replicating without metrics"),
+    }
+}
+
 /// What `walden replicate` was asked to do.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReplicateArgs {

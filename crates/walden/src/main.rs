@@ -121,6 +121,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             resync,
             quiet,
         } => {
+            if !until_caught_up {
+                walden::serve_metrics(config);
+            }
             walden::run_replicate(
                 config,
                 walden::ReplicateArgs {

@@ -432,3 +432,81 @@ fn quickstart_streams_a_live_workload() {
         "no order counts from the lake:\n{out}"
     );
 }
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// The metric `name` (with labels as written) from a Prometheus text page.
+fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_replicator_serves_its_metrics() {
+    let (_, url, client) = database(
+        "metrics",
+        "CREATE TABLE m (id int PRIMARY KEY, v int); INSERT INTO m VALUES (1, 1);",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &url, "");
+    walden::run_initial_sync(&cfg, false).await.unwrap();
+    let port = walden_testkit::free_port().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let toml = dir.path().join("walden.toml");
+    let text =
+        std::fs::read_to_string(&toml).unwrap() + &format!("\n[serve]\nhttp_listen = \"{addr}\"\n");
+    std::fs::write(&toml, text).unwrap();
+    let mut child = std::process::Command::new(crate::walden_bin())
+        .args(["replicate", "--quiet", "-c", toml.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    exec(
+        &client,
+        "INSERT INTO m SELECT g, g FROM generate_series(2, 101) g; UPDATE m SET v = 0 WHERE id <= 10;",
+    )
+    .await;
+    let mut page = String::new();
+    let mut changes = None;
+    for _ in 0..300 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        page = http_get(&addr, "/metrics").unwrap_or_default();
+        changes = metric(&page, "walden_changes_total{table=\"public.m\"}");
+        if changes.is_some_and(|c| c >= 110.0) {
+            break;
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(changes, Some(110.0), "{page}");
+    for name in [
+        "walden_commits_total",
+        "walden_lake_lsn",
+        "walden_replication_lag_bytes",
+        "walden_replication_lag_seconds",
+        "walden_index_memory_bytes",
+        "walden_buffered_bytes",
+    ] {
+        assert!(metric(&page, name).is_some(), "{name} missing:\n{page}");
+    }
+    assert!(page.contains("walden_flush_duration_seconds"), "{page}");
+}
