@@ -510,3 +510,72 @@ async fn a_running_replicator_serves_its_metrics() {
     }
     assert!(page.contains("walden_flush_duration_seconds"), "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_value_that_does_not_fit_stops_with_its_column_and_commits_nothing() {
+    let (_, url, client) = database(
+        "nofit",
+        "CREATE TABLE n (id int PRIMARY KEY, v numeric); INSERT INTO n VALUES (1, 1.5);",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &url, "");
+    walden::run_initial_sync(&cfg, false).await.unwrap();
+    let before = lake_lsn(&cfg);
+    // Eleven fractional digits do not fit the default decimal(38,10).
+    exec(
+        &client,
+        "INSERT INTO n VALUES (2, 2); INSERT INTO n VALUES (3, 0.12345678901);",
+    )
+    .await;
+    let err = walden::run_replicate(
+        &cfg,
+        ReplicateArgs {
+            until_caught_up: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("public.n.v"), "{msg}");
+    assert!(
+        msg.contains("0.12345678901") && msg.contains("without rounding"),
+        "{msg}"
+    );
+    // The transaction before it may be committed; the failing one is not, nor acknowledged.
+    let after = lake_lsn(&cfg);
+    let info = walden_pg::slot_info(&client, slot(&cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(info.confirmed_flush_lsn.unwrap() <= after && after >= before);
+    let rows = walden_query::QueryEngine::new(Lake::open(&cfg.lake.warehouse).unwrap())
+        .sql("SELECT count(*) AS n FROM public.n WHERE id = 3")
+        .await
+        .unwrap();
+    let n = arrow::util::pretty::pretty_format_batches(&rows)
+        .unwrap()
+        .to_string();
+    assert!(n.contains("| 0 "), "{n}");
+
+    // The documented way out: store the column as text and copy again.
+    let cfg_path = dir.path().join("walden.toml");
+    let (ok, _, err) = walden(
+        &[
+            "teardown",
+            "--lake-tables",
+            "-c",
+            cfg_path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let cfg = config(
+        dir.path(),
+        &url,
+        "column_types = { \"public.n.v\" = \"string\" }",
+    );
+    catch_up(&cfg).await;
+    assert_same(&client, &cfg, "n").await;
+}
