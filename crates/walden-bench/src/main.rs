@@ -144,21 +144,7 @@ async fn streaming(rows: u64, changes: u64, runs: usize, walden: &Path) -> Resul
     })?;
     let url = pg.create_database("bench").await?;
     let client = pg.connect("bench").await?;
-    eprintln!("generating {rows} rows ...");
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE orders (
-                 id int8 PRIMARY KEY, customer_id int8 NOT NULL, status text NOT NULL,
-                 amount numeric(12,2) NOT NULL, placed_at timestamptz NOT NULL,
-                 note text, paid bool NOT NULL);
-             INSERT INTO orders
-             SELECT g, (g * 7919) % 1000003, (ARRAY['pending','paid','shipped','delivered','cancelled'])[1 + g % 5],
-                    ((g * 104729) % 100000) / 100.0, '2024-01-01'::timestamptz + (g || ' seconds')::interval,
-                    CASE WHEN g % 10 = 0 THEN 'gift wrap, leave at the door ' || g END, g % 3 = 0
-             FROM generate_series(1::int8, {rows}::int8) g;"
-        ))
-        .await?;
-    client.batch_execute("VACUUM ANALYZE orders").await?;
+    create_orders(&pg, "bench", rows).await?;
     let dir = tempfile_dir()?;
     let cfg = dir.join("walden.toml");
     std::fs::write(
@@ -209,7 +195,7 @@ async fn streaming(rows: u64, changes: u64, runs: usize, walden: &Path) -> Resul
                  DECLARE lo int8;
                  BEGIN
                    FOR i IN 0..{last} LOOP
-                     lo := 1 + ((i * 7919 * 600) % ({rows} / 2));
+                     lo := 1 + ((i::int8 * 7919 * 600) % ({rows} / 2));
                      UPDATE orders SET amount = amount + 1, status = 'paid', paid = true
                        WHERE id BETWEEN lo AND lo + 599;
                      INSERT INTO orders
@@ -308,23 +294,8 @@ async fn initial_copy(rows: u64, runs: usize, walden: &Path) -> Result<()> {
     })?;
     let url = pg.create_database("bench").await?;
     let client = pg.connect("bench").await?;
-    eprintln!("generating {rows} rows ...");
     let t = Instant::now();
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE orders (
-                 id int8 PRIMARY KEY, customer_id int8 NOT NULL, status text NOT NULL,
-                 amount numeric(12,2) NOT NULL, placed_at timestamptz NOT NULL,
-                 note text, paid bool NOT NULL);
-             INSERT INTO orders
-             SELECT g, (g * 7919) % 1000003, (ARRAY['pending','paid','shipped','delivered','cancelled'])[1 + g % 5],
-                    ((g * 104729) % 100000) / 100.0, '2024-01-01'::timestamptz + (g || ' seconds')::interval,
-                    CASE WHEN g % 10 = 0 THEN 'gift wrap, leave at the door ' || g END, g % 3 = 0
-             FROM generate_series(1::int8, {rows}::int8) g;"
-        ))
-        .await?;
-    // Outside the batch: VACUUM cannot run in a transaction block.
-    client.batch_execute("VACUUM ANALYZE orders").await?;
+    create_orders(&pg, "bench", rows).await?;
     let size: i64 = client
         .query_one("SELECT pg_relation_size('orders')", &[])
         .await?
@@ -430,6 +401,29 @@ async fn initial_copy(rows: u64, runs: usize, walden: &Path) -> Result<()> {
         median(peaks.clone()) / 1048576.0,
         peaks.iter().cloned().fold(0.0, f64::max) / 1048576.0
     );
+    Ok(())
+}
+
+/// The benchmark table: `orders` with `rows` rows of typical OLTP shape, vacuumed and
+/// analyzed.
+async fn create_orders(pg: &LocalPostgres, db: &str, rows: u64) -> Result<()> {
+    eprintln!("generating {rows} rows ...");
+    let client = pg.connect(db).await?;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE orders (
+                 id int8 PRIMARY KEY, customer_id int8 NOT NULL, status text NOT NULL,
+                 amount numeric(12,2) NOT NULL, placed_at timestamptz NOT NULL,
+                 note text, paid bool NOT NULL);
+             INSERT INTO orders
+             SELECT g, (g * 7919) % 1000003, (ARRAY['pending','paid','shipped','delivered','cancelled'])[1 + g % 5],
+                    ((g * 104729) % 100000) / 100.0, '2024-01-01'::timestamptz + (g || ' seconds')::interval,
+                    CASE WHEN g % 10 = 0 THEN 'gift wrap, leave at the door ' || g END, g % 3 = 0
+             FROM generate_series(1::int8, {rows}::int8) g;"
+        ))
+        .await?;
+    // Outside the batch: VACUUM cannot run in a transaction block.
+    client.batch_execute("VACUUM ANALYZE orders").await?;
     Ok(())
 }
 

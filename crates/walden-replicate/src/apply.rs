@@ -686,7 +686,7 @@ impl TableApply {
 
 /// Statistics of one commit.
 #[derive(Debug, Clone, Default)]
-pub struct FlushStats {
+pub(crate) struct FlushStats {
     pub tables: usize,
     pub changes: u64,
     pub data_files: usize,
@@ -813,8 +813,6 @@ impl Applier {
             );
             stats.tables += 1;
             stats.changes += t.changes;
-            metrics::counter!("walden_changes_total", "table" => t.name.to_string())
-                .increment(t.changes);
             stats.data_files += change.data_files.len();
             stats.delete_files += change.delete_files.len();
             changes.push(change);
@@ -835,6 +833,8 @@ impl Applier {
             .await?;
         for (oid, table) in oids.into_iter().zip(outcome.tables) {
             if let Some(t) = self.tables.get_mut(&oid) {
+                metrics::counter!("walden_changes_total", "table" => t.name.to_string())
+                    .increment(t.changes);
                 t.lake = table;
                 t.truncated = false;
                 t.deletes.clear();

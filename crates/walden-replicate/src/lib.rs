@@ -17,8 +17,7 @@ mod index;
 mod stream;
 mod sync;
 
-pub use apply::FlushStats;
-pub use stream::{StreamObserver, StreamOptions, StreamOutcome, stream};
+pub use stream::{StreamOptions, StreamOutcome, stream};
 pub use sync::{
     Quiet, SyncObserver, SyncOptions, SyncOutcome, initial_sync, prepare_resync, teardown,
 };

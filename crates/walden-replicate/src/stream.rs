@@ -21,23 +21,8 @@ use walden_lake::{Lake, WriterOptions};
 use walden_pg::pgoutput::{self, LogicalMessage};
 use walden_pg::{Decode, PgError, SourceConn, format_lsn, quote_literal, slot_info};
 
-use crate::apply::{Applier, FlushStats, TableApply};
+use crate::apply::{Applier, TableApply};
 use crate::{Phase, Result, StreamState, SyncError};
-
-/// Told what streaming does (the CLI prints and counts with it).
-pub trait StreamObserver: Send + Sync {
-    /// A flush committed `stats` with progress `lsn`.
-    fn committed(&self, _lsn: u64, _stats: &FlushStats) {}
-    /// The session failed with a passing error; the next starts after `delay`.
-    fn reconnecting(&self, _error: &SyncError, _delay: Duration) {}
-    /// The slot holds this much WAL on the source.
-    fn retained_wal(&self, _bytes: u64) {}
-    /// Buffered change bytes and row-index memory after a flush.
-    fn memory(&self, _buffered_bytes: usize, _index_bytes: usize) {}
-}
-
-struct QuietStream;
-impl StreamObserver for QuietStream {}
 
 /// How to stream.
 #[derive(Clone)]
@@ -56,7 +41,6 @@ pub struct StreamOptions {
     pub retained_wal_warn_bytes: u64,
     /// Stop once the lake reaches the source's WAL position at the start.
     pub until_caught_up: bool,
-    pub observer: Arc<dyn StreamObserver>,
 }
 
 impl Default for StreamOptions {
@@ -70,7 +54,6 @@ impl Default for StreamOptions {
             heartbeat_interval: None,
             retained_wal_warn_bytes: 1 << 30,
             until_caught_up: false,
-            observer: Arc::new(QuietStream),
         }
     }
 }
@@ -117,7 +100,6 @@ pub async fn stream(
                 }
                 tracing::warn!(error = %error_chain(&e), retry_in_ms = backoff.as_millis() as u64,
                     "replication interrupted; resuming from the lake's committed LSN");
-                options.observer.reconnecting(&e, backoff);
                 metrics::counter!("walden_reconnects_total").increment(1);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -594,11 +576,12 @@ impl Session<'_> {
                 lsn = %format_lsn(lsn),
                 tables = stats.tables,
                 changes = stats.changes,
+                data_files = stats.data_files,
+                delete_files = stats.delete_files,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "committed"
             );
         }
-        self.options.observer.committed(lsn, &stats);
         metrics::gauge!("walden_lake_lsn").set(lsn as f64);
         if stats.tables > 0 {
             metrics::counter!("walden_commits_total").increment(1);
@@ -607,9 +590,6 @@ impl Session<'_> {
         }
         metrics::gauge!("walden_buffered_bytes").set(applier.buffered_bytes() as f64);
         metrics::gauge!("walden_index_memory_bytes").set(applier.index_bytes() as f64);
-        self.options
-            .observer
-            .memory(applier.buffered_bytes(), applier.index_bytes());
         Ok(lsn)
     }
 
@@ -623,7 +603,6 @@ impl Session<'_> {
         match control.query_opt(&sql, &[]).await {
             Ok(Some(row)) => {
                 let bytes = row.get::<_, Option<i64>>(0).unwrap_or(0).max(0) as u64;
-                self.options.observer.retained_wal(bytes);
                 metrics::gauge!("walden_retained_wal_bytes").set(bytes as f64);
                 if bytes > self.options.retained_wal_warn_bytes {
                     tracing::warn!(

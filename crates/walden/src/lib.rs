@@ -190,7 +190,6 @@ pub async fn replicate_until(
             .then(|| std::time::Duration::from_millis(source.heartbeat_interval_ms)),
         retained_wal_warn_bytes: source.retained_wal_warn_bytes,
         until_caught_up: args.until_caught_up,
-        ..Default::default()
     };
     if !args.until_caught_up {
         println!(

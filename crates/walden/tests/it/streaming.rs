@@ -489,7 +489,12 @@ async fn a_running_replicator_serves_its_metrics() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         page = http_get(&addr, "/metrics").unwrap_or_default();
         changes = metric(&page, "walden_changes_total{table=\"public.m\"}");
-        if changes.is_some_and(|c| c >= 110.0) {
+        // Counters move after the commit, gauges after the acknowledgement.
+        if changes.is_some_and(|c| c >= 110.0)
+            && metric(&page, "walden_replication_lag_seconds").is_some()
+            && metric(&page, "walden_commits_total").is_some()
+            && metric(&page, "walden_index_memory_bytes").is_some()
+        {
             break;
         }
     }
