@@ -341,32 +341,17 @@ async fn initial_copy(rows: u64, runs: usize, walden: &Path) -> Result<()> {
                 dir.join("lake").display()
             ),
         )?;
-        let t = Instant::now();
-        let mut child = Command::new(walden)
-            .args([
+        let cfg_arg = cfg.to_str().unwrap_or_default();
+        let (s, peak) = run_measured(
+            walden,
+            &[
                 "--config",
-                cfg.to_str().unwrap_or_default(),
+                cfg_arg,
                 "replicate",
                 "--until-caught-up",
                 "--quiet",
-            ])
-            .stdout(Stdio::null())
-            .spawn()?;
-        let pid = child.id();
-        let mut peak = 0;
-        let status = loop {
-            if let Some(p) = peak_rss(pid) {
-                peak = peak.max(p);
-            }
-            if let Some(s) = child.try_wait()? {
-                break s;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let s = t.elapsed().as_secs_f64();
-        if !status.success() {
-            bail!("walden replicate failed");
-        }
+            ],
+        )?;
         eprintln!(
             "walden run {}: {:.2}s ({:.0} rows/s), peak RSS {:.0} MiB",
             i + 1,
