@@ -27,7 +27,7 @@ use walden_lake::{
 use walden_pg::pgoutput::{OldTuple, Relation, Tuple, Value};
 use walden_pg::{ColumnBuilders, Decode, format_lsn};
 
-use crate::index::{KeyEncoder, KeyIndex, Loc, live_positions};
+use crate::index::{FastMap, KeyEncoder, KeyIndex, Loc, live_positions};
 use crate::{Result, StreamState, SyncError};
 
 /// A row version of a buffer: where each cell of an output row comes from.
@@ -400,7 +400,7 @@ impl TableApply {
         let mut output: Vec<u32> = Vec::new();
         let mut index_changes: Vec<(u128, Option<usize>)> = Vec::new();
         if self.multiset() {
-            let mut pending: HashMap<u128, Vec<usize>> = HashMap::new();
+            let mut pending: FastMap<u128, Vec<usize>> = FastMap::default();
             let mut cancelled: HashSet<usize> = HashSet::new();
             let mut lake_deletes: Vec<u128> = Vec::new();
             for op in &buf.ops {
@@ -477,9 +477,9 @@ impl TableApply {
                 Live(u32),
                 Deleted,
             }
-            let mut state: HashMap<u128, Slot> = HashMap::new();
+            let mut state: FastMap<u128, Slot> = FastMap::default();
             let mut order: Vec<u128> = Vec::new();
-            let mut set = |state: &mut HashMap<u128, Slot>, k: u128, s: Slot| {
+            let mut set = |state: &mut FastMap<u128, Slot>, k: u128, s: Slot| {
                 if state.insert(k, s).is_none() {
                     order.push(k);
                 }

@@ -20,7 +20,8 @@ use arrow::row::{RowConverter, SortField};
 
 use crate::{Result, SyncError};
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A hash map with a fast non-cryptographic hasher (keys are ours, not an attacker's).
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Where a row is: a file id of the index's file table, and the row's position in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
