@@ -145,15 +145,7 @@ async fn streaming(rows: u64, changes: u64, runs: usize, walden: &Path) -> Resul
     let url = pg.create_database("bench").await?;
     let client = pg.connect("bench").await?;
     create_orders(&pg, "bench", rows).await?;
-    let dir = tempfile_dir()?;
-    let cfg = dir.join("walden.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[source]\nurl = \"{url}\"\nslot = \"bench\"\npublication = \"bench\"\n\n[lake]\nwarehouse = \"{}\"\n",
-            dir.join("lake").display()
-        ),
-    )?;
+    let (dir, cfg) = bench_config(&url)?;
     let cfg_arg = cfg.to_str().unwrap_or_default().to_string();
     eprintln!("initial copy ...");
     run_measured(
@@ -332,15 +324,7 @@ async fn initial_copy(rows: u64, runs: usize, walden: &Path) -> Result<()> {
     let mut ours = Vec::new();
     let mut peaks = Vec::new();
     for i in 0..runs {
-        let dir = tempfile_dir()?;
-        let cfg = dir.join("walden.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[source]\nurl = \"{url}\"\nslot = \"bench\"\npublication = \"bench\"\n\n[lake]\nwarehouse = \"{}\"\n",
-                dir.join("lake").display()
-            ),
-        )?;
+        let (dir, cfg) = bench_config(&url)?;
         let cfg_arg = cfg.to_str().unwrap_or_default();
         let (s, peak) = run_measured(
             walden,
@@ -410,6 +394,21 @@ async fn create_orders(pg: &LocalPostgres, db: &str, rows: u64) -> Result<()> {
     // Outside the batch: VACUUM cannot run in a transaction block.
     client.batch_execute("VACUUM ANALYZE orders").await?;
     Ok(())
+}
+
+/// A fresh directory with a `walden.toml` for `url` (slot and publication `bench`, the
+/// lake inside the directory); returns (directory, config path).
+fn bench_config(url: &str) -> Result<(PathBuf, PathBuf)> {
+    let dir = tempfile_dir()?;
+    let cfg = dir.join("walden.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\nurl = \"{url}\"\nslot = \"bench\"\npublication = \"bench\"\n\n[lake]\nwarehouse = \"{}\"\n",
+            dir.join("lake").display()
+        ),
+    )?;
+    Ok((dir, cfg))
 }
 
 fn tempfile_dir() -> Result<PathBuf> {

@@ -701,7 +701,13 @@ pub(crate) struct Applier {
     writer: WriterOptions,
     /// Buffered bytes above which buffers are written to pending files.
     spill_bytes: usize,
+    /// Changes since the buffers were last measured.
+    since_check: usize,
 }
+
+/// How many changes pass between two measurements of the buffers (the cap may be
+/// exceeded by at most this many rows).
+const SPILL_CHECK_EVERY: usize = 64;
 
 impl Applier {
     pub fn new(
@@ -716,6 +722,7 @@ impl Applier {
             tables: tables.into_iter().map(|t| (t.oid, t)).collect(),
             writer,
             spill_bytes,
+            since_check: 0,
         }
     }
 
@@ -764,8 +771,15 @@ impl Applier {
         self.tables.values().any(TableApply::touched)
     }
 
-    /// Writes buffers to pending files when they hold more than the cap.
+    /// Writes buffers to pending files when they hold more than the cap. Called after
+    /// every change; sums the buffers only every [`SPILL_CHECK_EVERY`] changes, so the
+    /// cost per change does not grow with the number of tables.
     pub async fn spill_if_full(&mut self) -> Result<()> {
+        self.since_check += 1;
+        if self.since_check < SPILL_CHECK_EVERY {
+            return Ok(());
+        }
+        self.since_check = 0;
         if self.buffered_bytes() < self.spill_bytes {
             return Ok(());
         }

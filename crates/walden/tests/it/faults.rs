@@ -233,10 +233,8 @@ async fn a_transaction_larger_than_the_buffer_cap_streams_through_pending_files(
     let dir = tempfile::tempdir().unwrap();
     // The smallest cap (1 MiB): the transaction below spills many times.
     config(dir.path(), &url, "");
-    let toml = dir.path().join("walden.toml");
-    let text = std::fs::read_to_string(&toml).unwrap() + "max_buffer_bytes = 1048576\n";
-    std::fs::write(&toml, text).unwrap();
-    let cfg = walden::config::load(Some(&toml)).unwrap().config;
+    // Appended to the last section, [lake].
+    let cfg = crate::extend_config(dir.path(), "max_buffer_bytes = 1048576");
     assert_eq!(cfg.lake.max_buffer_bytes, 1 << 20);
     walden::run_initial_sync(&cfg, false).await.unwrap();
     // One transaction: inserts, then updates and deletes of rows written by earlier

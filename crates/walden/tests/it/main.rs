@@ -82,6 +82,17 @@ pub fn config(dir: &Path, url: &str, source_extra: &str) -> Config {
     load(Some(&path)).expect("loading the config").config
 }
 
+/// Appends `text` (keys of the last section, or whole new sections) to the config file
+/// `config` wrote in `dir`, and loads it again.
+pub fn extend_config(dir: &Path, text: &str) -> Config {
+    let path = dir.join("walden.toml");
+    let mut toml = std::fs::read_to_string(&path).expect("reading the config");
+    toml.push('\n');
+    toml.push_str(text);
+    std::fs::write(&path, toml).expect("writing the config");
+    load(Some(&path)).expect("loading the config").config
+}
+
 pub fn walden_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_walden"))
 }

@@ -468,10 +468,8 @@ async fn a_running_replicator_serves_its_metrics() {
     walden::run_initial_sync(&cfg, false).await.unwrap();
     let port = walden_testkit::free_port().unwrap();
     let addr = format!("127.0.0.1:{port}");
+    crate::extend_config(dir.path(), &format!("[serve]\nhttp_listen = \"{addr}\""));
     let toml = dir.path().join("walden.toml");
-    let text =
-        std::fs::read_to_string(&toml).unwrap() + &format!("\n[serve]\nhttp_listen = \"{addr}\"\n");
-    std::fs::write(&toml, text).unwrap();
     let mut child = std::process::Command::new(crate::walden_bin())
         .args(["replicate", "--quiet", "-c", toml.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
