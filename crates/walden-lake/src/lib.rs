@@ -34,7 +34,7 @@ pub use error::{LakeError, Result};
 pub use iceberg::io::FileIO;
 pub use iceberg::spec::DataFile;
 pub use scan::PlannedFile;
-pub use schema::{Column, ColumnType, TableSchema};
+pub use schema::{Column, ColumnType, EvolvedColumn, TableSchema, promotion_blocker};
 pub use writer::{DataFileWriter, PositionDeleteWriter, WriterOptions};
 
 use crate::catalog::CatalogStore;
@@ -233,6 +233,51 @@ impl LakeTable {
     /// The Arrow schema data files must have (Iceberg field ids in the field metadata).
     pub fn arrow_schema(&self) -> &ArrowSchemaRef {
         &self.arrow_schema
+    }
+
+    /// This table with its schema evolved to `columns` (see [`EvolvedColumn`]): existing
+    /// fields keep their ids, new ones get ids never used before in this table. The schema
+    /// becomes visible with the next [`Commit`] of the returned table (which still
+    /// conflicts if the catalog moved on since this table was read). Data files written
+    /// earlier stay valid: readers match columns by field id. `Err(LakeError::Invalid)`
+    /// says why Iceberg cannot express the change (see [`promotion_blocker`]).
+    pub fn evolve(&self, columns: &[EvolvedColumn], primary_key: &[String]) -> Result<LakeTable> {
+        let current = self.metadata.current_schema();
+        let schema = schema::evolve_schema(
+            current,
+            self.metadata.last_column_id(),
+            columns,
+            primary_key,
+        )
+        .map_err(|why| LakeError::Invalid(format!("{}: {why}", self.name)))?;
+        if schema.as_struct() == current.as_struct()
+            && schema
+                .identifier_field_ids()
+                .eq(current.identifier_field_ids())
+        {
+            return Ok(self.clone());
+        }
+        let metadata = TableMetadataBuilder::new_from_metadata((*self.metadata).clone(), None)
+            .add_current_schema(schema)
+            .and_then(|b| b.build())
+            .ctx(|| format!("evolving the schema of {}", self.name))?
+            .metadata;
+        LakeTable::new(
+            self.name.clone(),
+            Arc::new(metadata),
+            self.metadata_location.clone(),
+        )
+    }
+
+    /// The current schema's fields with their Iceberg ids, in order.
+    pub fn field_ids(&self) -> Vec<i32> {
+        self.metadata
+            .current_schema()
+            .as_struct()
+            .fields()
+            .iter()
+            .map(|f| f.id)
+            .collect()
     }
 
     /// A snapshot summary property of the current snapshot (e.g. `walden.lsn`).

@@ -72,6 +72,8 @@ fn glob(pattern: &str, text: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct SourceColumn {
     pub name: String,
+    /// `pg_attribute.attnum`.
+    pub attnum: i16,
     pub type_oid: u32,
     pub typmod: i32,
     /// `format_type()` of the column, e.g. `numeric(12,2)`.
@@ -230,7 +232,8 @@ pub async fn discover(
         let rows = client
             .query(
                 "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull,
-                        format_type(a.atttypid, a.atttypmod), col_description(a.attrelid, a.attnum)
+                        format_type(a.atttypid, a.atttypmod), col_description(a.attrelid, a.attnum),
+                        a.attnum
                  FROM pg_attribute a
                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
                    AND a.attgenerated = ''
@@ -251,6 +254,7 @@ pub async fn discover(
             };
             t.columns.push(SourceColumn {
                 name,
+                attnum: c.get(6),
                 type_oid: oid,
                 typmod,
                 type_name: c.get(4),

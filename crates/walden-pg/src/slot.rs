@@ -199,6 +199,26 @@ impl ExportedSnapshot {
     /// Creates the slot (`CREATE_REPLICATION_SLOT ... LOGICAL pgoutput EXPORT_SNAPSHOT`) on
     /// a replication session.
     pub async fn create(conn: &SourceConn, slot: &str, publication: &str) -> Result<Self> {
+        Self::create_slot(conn, slot, publication, false).await
+    }
+
+    /// Like [`ExportedSnapshot::create`], but the slot is `TEMPORARY`: the server drops it
+    /// when this value is released (or the session dies), so it never pins WAL. Used for
+    /// a snapshot at a known LSN: re-copying one table while streaming continues.
+    pub async fn create_temporary(
+        conn: &SourceConn,
+        slot: &str,
+        publication: &str,
+    ) -> Result<Self> {
+        Self::create_slot(conn, slot, publication, true).await
+    }
+
+    async fn create_slot(
+        conn: &SourceConn,
+        slot: &str,
+        publication: &str,
+        temporary: bool,
+    ) -> Result<Self> {
         let cfg = conn.replication_config(slot, publication)?;
         let repl_err = |context: String| move |source| PgError::Replication { context, source };
         let mut session = ReplicationClient::connect_gated(cfg)
@@ -213,8 +233,9 @@ impl ExportedSnapshot {
         )))?;
         let rows = session
             .simple_query(&format!(
-                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
-                quote_ident(slot)
+                "CREATE_REPLICATION_SLOT {}{} LOGICAL pgoutput EXPORT_SNAPSHOT",
+                quote_ident(slot),
+                if temporary { " TEMPORARY" } else { "" }
             ))
             .await
             .map_err(repl_err(format!("creating replication slot {slot}")))?;

@@ -4,13 +4,18 @@
 //! spread over the session's target partitions by size, so a scan reads files in parallel.
 //! Position deletes become Parquet row selections through [`ParquetAccessPlan`]: deleted
 //! rows are never decoded, and no join is needed.
+//!
+//! Columns are matched to a file's columns by Iceberg field id, not by name (see
+//! [`FieldIdAdapter`]): a renamed column still reads its old files, a dropped and re-added
+//! column of the same name reads NULL from files written before, and a promoted type is
+//! cast.
 
 use std::any::Any;
 use std::fs::File;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
@@ -20,8 +25,12 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::Expr;
+use datafusion::physical_expr_adapter::{
+    DefaultPhysicalExprAdapterFactory, PhysicalExprAdapter, PhysicalExprAdapterFactory,
+};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use parquet::arrow::PARQUET_FIELD_ID_META_KEY;
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use parquet::file::metadata::ParquetMetaDataReader;
 use walden_lake::{Lake, LakeTable, PlannedFile};
@@ -33,6 +42,7 @@ use crate::Result;
 pub struct LakeTableProvider {
     schema: SchemaRef,
     files: Vec<PlannedFile>,
+    adapter: Arc<FieldIdAdapter>,
 }
 
 impl LakeTableProvider {
@@ -48,7 +58,64 @@ impl LakeTableProvider {
                 .map(|f| f.as_ref().clone().with_metadata(Default::default()))
                 .collect::<Vec<_>>(),
         ));
-        Ok(Self { schema, files })
+        let ids = table
+            .arrow_schema()
+            .fields()
+            .iter()
+            .zip(table.field_ids())
+            .map(|(f, id)| (f.name().clone(), id))
+            .collect();
+        Ok(Self {
+            schema,
+            files,
+            adapter: Arc::new(FieldIdAdapter { ids }),
+        })
+    }
+}
+
+/// Presents each file's columns to DataFusion's default expression adapter under the
+/// names the table's fields have now, found by field id (`PARQUET:field_id`). A file
+/// column whose field is no longer in the table gets a name no table column can have,
+/// so it is never read; a table column the file lacks becomes NULL, a narrower type is
+/// cast. Column positions are unchanged, so the rewritten expressions index the real
+/// file.
+#[derive(Debug)]
+struct FieldIdAdapter {
+    /// Table column name → field id.
+    ids: std::collections::HashMap<String, i32>,
+}
+
+impl PhysicalExprAdapterFactory for FieldIdAdapter {
+    fn create(
+        &self,
+        logical_file_schema: SchemaRef,
+        physical_file_schema: SchemaRef,
+    ) -> DfResult<Arc<dyn PhysicalExprAdapter>> {
+        let names: std::collections::HashMap<i32, &String> =
+            self.ids.iter().map(|(name, id)| (*id, name)).collect();
+        let renamed: Vec<Field> = physical_file_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let id = f
+                    .metadata()
+                    .get(PARQUET_FIELD_ID_META_KEY)
+                    .and_then(|v| v.parse::<i32>().ok());
+                let name = match id.and_then(|id| names.get(&id)) {
+                    Some(name) => (*name).clone(),
+                    None => format!("\u{0}walden-unmatched-{i}"),
+                };
+                f.as_ref().clone().with_name(name)
+            })
+            .collect();
+        DefaultPhysicalExprAdapterFactory.create(
+            logical_file_schema,
+            Arc::new(Schema::new_with_metadata(
+                renamed,
+                physical_file_schema.metadata().clone(),
+            )),
+        )
     }
 }
 
@@ -153,6 +220,7 @@ impl TableProvider for LakeTableProvider {
         }
         let source = Arc::new(ParquetSource::new(self.schema.clone()));
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+            .with_expr_adapter(Some(self.adapter.clone()))
             .with_file_groups(
                 groups
                     .into_iter()

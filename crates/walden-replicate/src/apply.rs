@@ -20,15 +20,17 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, new_empty_array};
 use arrow::datatypes::DataType;
+use walden_lake::{Column, ColumnType, EvolvedColumn};
 use walden_lake::{
     Commit, DataFile, DataFileWriter, FileIO, Lake, LakeTable, PositionDeleteWriter, Progress,
     TableChange, TableName, WriterOptions,
 };
 use walden_pg::pgoutput::{OldTuple, Relation, Tuple, Value};
-use walden_pg::{ColumnBuilders, Decode, format_lsn};
+use walden_pg::{ColumnBuilders, Decode, DiscoverOptions, TypeCatalog, format_lsn};
 
+use crate::evolve;
 use crate::index::{FastMap, KeyEncoder, KeyIndex, Loc, live_positions};
-use crate::{Result, StreamState, SyncError};
+use crate::{ColumnState, Result, StreamState, SyncError};
 
 /// A row version of a buffer: where each cell of an output row comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +71,15 @@ struct RelationMap {
     lake_to_rel: Vec<usize>,
     /// Lake columns that identify a row; empty: the whole row (a multiset table).
     key: Vec<usize>,
+    /// What the row keys are made of (field ids and types of the key columns, or of every
+    /// column of a multiset table): while it stays the same, the index stays valid.
+    key_shape: Vec<(i32, DataType)>,
+}
+
+/// What the applier needs of the source to follow schema changes.
+pub(crate) struct SourceContext {
+    pub client: Arc<tokio_postgres::Client>,
+    pub discover: DiscoverOptions,
 }
 
 /// Everything the applier keeps for one replicated table.
@@ -79,6 +90,13 @@ pub(crate) struct TableApply {
     pub lake: LakeTable,
     decodes: Vec<Decode>,
     primary_key: Vec<String>,
+    /// The source columns the lake table follows, parallel to its fields.
+    pub columns: Vec<ColumnState>,
+    /// The last Relation message, looked at when the next wanted change arrives (changes
+    /// of already-applied transactions are skipped, and so are their old shapes).
+    pending_relation: Option<Relation>,
+    /// Why the table must be copied again; its changes are ignored until then.
+    pub recopy: Option<String>,
     /// Changes in transactions that committed before this LSN are already in the lake
     /// (the table's own copy point).
     pub synced_lsn: u64,
@@ -88,8 +106,12 @@ pub(crate) struct TableApply {
     buf: Option<Buffer>,
     // What the coming commit holds for this table.
     truncated: bool,
+    /// The coming commit changes the table's schema.
+    schema_changed: bool,
     files: Vec<DataFile>,
     deletes: Vec<Loc>,
+    /// Deletes noted under an index that was since dropped, by path.
+    deletes_by_path: Vec<(String, u64)>,
     changes: u64,
 }
 
@@ -100,6 +122,7 @@ impl TableApply {
         lake: LakeTable,
         decodes: Vec<Decode>,
         primary_key: Vec<String>,
+        columns: Vec<ColumnState>,
         synced_lsn: u64,
     ) -> Self {
         Self {
@@ -108,22 +131,29 @@ impl TableApply {
             lake,
             decodes,
             primary_key,
+            columns,
+            pending_relation: None,
+            recopy: None,
             synced_lsn,
             relation: None,
             encoder: None,
             index: None,
             buf: None,
             truncated: false,
+            schema_changed: false,
             files: Vec::new(),
             deletes: Vec::new(),
+            deletes_by_path: Vec::new(),
             changes: 0,
         }
     }
 
     fn touched(&self) -> bool {
         self.truncated
+            || self.schema_changed
             || !self.files.is_empty()
             || !self.deletes.is_empty()
+            || !self.deletes_by_path.is_empty()
             || self.buf.as_ref().is_some_and(|b| !b.ops.is_empty())
     }
 
@@ -190,14 +220,268 @@ impl TableApply {
                 self.name, rel.namespace, rel.name
             )));
         }
-        let key_changed = self.relation.as_ref().is_some_and(|r| r.key != key);
-        if key_changed {
-            // Rows are identified differently from now on.
-            self.encoder = None;
-            self.index = None;
+        let ids = self.lake.field_ids();
+        let shape_cols: Vec<usize> = if key.is_empty() {
+            (0..ids.len()).collect()
+        } else {
+            key.clone()
+        };
+        let key_shape: Vec<(i32, DataType)> = shape_cols
+            .iter()
+            .map(|&i| (ids[i], schema.field(i).data_type().clone()))
+            .collect();
+        if let Some(old) = &self.relation {
+            if old.key != key {
+                // Key columns moved (a column before them was dropped): same keys.
+                self.encoder = None;
+            }
+            if old.key_shape != key_shape {
+                // Rows are identified differently from now on.
+                self.reset_index();
+            }
         }
-        self.relation = Some(RelationMap { lake_to_rel, key });
+        self.relation = Some(RelationMap {
+            lake_to_rel,
+            key,
+            key_shape,
+        });
         Ok(())
+    }
+
+    /// Drops the index (it is rebuilt from the files when needed), keeping the deletes
+    /// noted through it.
+    fn reset_index(&mut self) {
+        self.encoder = None;
+        if let Some(index) = self.index.take() {
+            self.deletes_by_path.extend(
+                self.deletes
+                    .drain(..)
+                    .map(|l| (index.path(l.file).to_string(), u64::from(l.pos))),
+            );
+        }
+    }
+
+    /// Whether changes may be applied now: looks at a pending Relation message first.
+    /// `false` while the table waits to be copied again.
+    async fn ready(
+        &mut self,
+        source: &SourceContext,
+        io: &FileIO,
+        writer: &WriterOptions,
+    ) -> Result<bool> {
+        if self.recopy.is_some() {
+            return Ok(false);
+        }
+        if let Some(rel) = self.pending_relation.take() {
+            self.take_relation(rel, source, io, writer).await?;
+        }
+        Ok(self.recopy.is_none())
+    }
+
+    /// Follows a Relation message: the same columns, or a schema change (see
+    /// [`crate::evolve`]): old-shape rows go to files first, then the lake table's schema
+    /// evolves by field id, or the table is marked to be copied again.
+    async fn take_relation(
+        &mut self,
+        rel: Relation,
+        source: &SourceContext,
+        io: &FileIO,
+        writer: &WriterOptions,
+    ) -> Result<()> {
+        if self.columns.is_empty() {
+            // A state from before columns were tracked: adopt the message if it matches.
+            let lake_names: Vec<&String> = self
+                .lake
+                .arrow_schema()
+                .fields()
+                .iter()
+                .map(|f| f.name())
+                .collect();
+            if lake_names.len() != rel.columns.len()
+                || lake_names
+                    .iter()
+                    .zip(&rel.columns)
+                    .any(|(l, c)| **l != c.name)
+            {
+                self.start_recopy(
+                    "its columns changed, and the lake's replication state predates column                      tracking"
+                        .into(),
+                );
+                return Ok(());
+            }
+            let attrs = evolve::attributes(&source.client, self.oid).await?;
+            self.columns = rel
+                .columns
+                .iter()
+                .map(|c| ColumnState {
+                    name: c.name.clone(),
+                    attnum: attrs
+                        .iter()
+                        .find(|a| !a.dropped && a.name == c.name)
+                        .map_or(0, |a| a.attnum),
+                    type_oid: c.type_oid,
+                    typmod: c.type_modifier,
+                })
+                .collect();
+        }
+        if evolve::unchanged(&self.columns, &rel.columns) {
+            return self.set_relation(&rel);
+        }
+
+        // Rows of the old shape are written under the old schema first.
+        self.process(io, writer).await?;
+        let attrs = evolve::attributes(&source.client, self.oid).await?;
+        let sources = match evolve::plan(&self.columns, &rel.columns, &attrs) {
+            evolve::Plan::Columns(s) => s,
+            evolve::Plan::Recopy(why) => {
+                self.start_recopy(why);
+                return Ok(());
+            }
+        };
+        let types = TypeCatalog::load(&source.client).await?;
+        let current = self.lake.metadata().current_schema().clone();
+        let fields = current.as_struct().fields();
+        let mut evolved = Vec::with_capacity(rel.columns.len());
+        let mut columns = Vec::with_capacity(rel.columns.len());
+        let mut changes: Vec<String> = Vec::new();
+        for (src, rc) in sources.iter().zip(&rel.columns) {
+            let mapped = || -> Result<ColumnType> {
+                let qualified = format!("{}.{}.{}", rel.namespace, rel.name, rc.name);
+                let mapping = if source.discover.string_columns.contains(&qualified) {
+                    Ok(types.map_as_string(rc.type_oid, rc.type_modifier))
+                } else {
+                    types.map(
+                        rc.type_oid,
+                        rc.type_modifier,
+                        source.discover.unconstrained_numeric,
+                    )
+                };
+                mapping.map(|m| m.lake).map_err(|why| {
+                    SyncError::Refused(format!(
+                        "{}: column {} now has a type walden cannot map ({why}). Map it to \
+                         \"string\" in [source] column_types and re-sync with `walden \
+                         replicate --resync`, or exclude the table",
+                        self.name, rc.name
+                    ))
+                })
+            };
+            let (field_id, ty, nullable, attnum) = match *src {
+                evolve::Source::Known(k) => {
+                    let known = &self.columns[k];
+                    let field = &fields[k];
+                    let ty = if known.type_oid == rc.type_oid && known.typmod == rc.type_modifier {
+                        ColumnType::of_iceberg(&field.field_type).ok_or_else(|| {
+                            self.inconsistent(format!(
+                                "column {} has a lake type walden does not write",
+                                field.name
+                            ))
+                        })?
+                    } else {
+                        let ty = mapped()?;
+                        changes.push(format!("{} retyped to {}", rc.name, ty.describe()));
+                        ty
+                    };
+                    if known.name != rc.name {
+                        changes.push(format!("{} renamed to {}", known.name, rc.name));
+                    }
+                    (Some(field.id), ty, !field.required, known.attnum)
+                }
+                evolve::Source::New(attnum) => {
+                    if attrs.iter().any(|a| a.attnum == attnum && a.has_default) {
+                        self.start_recopy(format!(
+                            "column {} was added with a default: rows that existed before \
+                             hold its value, which the change stream does not carry",
+                            rc.name
+                        ));
+                        return Ok(());
+                    }
+                    let ty = mapped()?;
+                    changes.push(format!("{} added ({})", rc.name, ty.describe()));
+                    (None, ty, true, attnum)
+                }
+            };
+            evolved.push(EvolvedColumn {
+                field_id,
+                column: Column {
+                    name: rc.name.clone(),
+                    ty,
+                    nullable,
+                    doc: None,
+                },
+            });
+            columns.push(ColumnState {
+                name: rc.name.clone(),
+                attnum,
+                type_oid: rc.type_oid,
+                typmod: rc.type_modifier,
+            });
+        }
+        for (k, known) in self.columns.iter().enumerate() {
+            if !sources.contains(&evolve::Source::Known(k)) {
+                changes.push(format!("{} dropped", known.name));
+            }
+        }
+        // The primary key follows renames; a dropped key column leaves the key.
+        let primary_key: Vec<String> = self
+            .primary_key
+            .iter()
+            .filter_map(|pk| {
+                let k = self.columns.iter().position(|c| &c.name == pk)?;
+                let i = sources
+                    .iter()
+                    .position(|s| *s == evolve::Source::Known(k))?;
+                Some(rel.columns[i].name.clone())
+            })
+            .collect();
+        let lake = match self.lake.evolve(&evolved, &primary_key) {
+            Ok(lake) => lake,
+            Err(walden_lake::LakeError::Invalid(why)) => {
+                self.start_recopy(why);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let decodes = lake
+            .arrow_schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                Decode::for_text(f.data_type()).ok_or_else(|| {
+                    self.inconsistent(format!(
+                        "column {} has a lake type ({}) values cannot be streamed into",
+                        f.name(),
+                        f.data_type()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        tracing::info!(
+            table = %self.name,
+            changes = %changes.join(", "),
+            "the source table's columns changed; the lake table's schema follows"
+        );
+        self.lake = lake;
+        self.decodes = decodes;
+        self.columns = columns;
+        self.primary_key = primary_key;
+        self.encoder = None;
+        self.schema_changed = true;
+        self.set_relation(&rel)
+    }
+
+    /// Gives up following the table: it is copied again once the current transaction is
+    /// committed. Nothing of it is in the coming commit.
+    fn start_recopy(&mut self, why: String) {
+        tracing::warn!(table = %self.name, reason = %why,
+            "the lake cannot follow this change of the source table; copying the table again");
+        self.recopy = Some(why);
+        self.buf = None;
+        self.truncated = false;
+        self.schema_changed = false;
+        self.files.clear();
+        self.deletes.clear();
+        self.deletes_by_path.clear();
+        self.changes = 0;
     }
 
     fn buffer(&mut self) -> Result<&mut Buffer> {
@@ -294,6 +578,7 @@ impl TableApply {
         self.buf = None;
         self.files.clear();
         self.deletes.clear();
+        self.deletes_by_path.clear();
         self.truncated = true;
         // The table is empty as of now: an empty index is exact.
         self.index = Some(KeyIndex::new(self.multiset()));
@@ -665,18 +950,21 @@ impl TableApply {
 
     /// The position-delete file of this commit, if any.
     async fn delete_file(&mut self, io: &FileIO) -> Result<Option<DataFile>> {
-        if self.deletes.is_empty() {
+        if self.deletes.is_empty() && self.deletes_by_path.is_empty() {
             return Ok(None);
         }
-        let index = self
-            .index
-            .as_ref()
-            .ok_or_else(|| SyncError::Refused("index missing".into()))?;
-        let mut pairs: Vec<(String, u64)> = self
-            .deletes
-            .iter()
-            .map(|l| (index.path(l.file).to_string(), u64::from(l.pos)))
-            .collect();
+        let mut pairs: Vec<(String, u64)> = std::mem::take(&mut self.deletes_by_path);
+        if !self.deletes.is_empty() {
+            let index = self
+                .index
+                .as_ref()
+                .ok_or_else(|| SyncError::Refused("index missing".into()))?;
+            pairs.extend(
+                self.deletes
+                    .iter()
+                    .map(|l| (index.path(l.file).to_string(), u64::from(l.pos))),
+            );
+        }
         pairs.sort_unstable();
         pairs.dedup();
         let writer = PositionDeleteWriter::new(io, &self.lake)?;
@@ -697,7 +985,10 @@ pub(crate) struct FlushStats {
 pub(crate) struct Applier {
     lake: Lake,
     io: FileIO,
+    source: SourceContext,
     pub tables: HashMap<u32, TableApply>,
+    /// A table waits to be copied again.
+    recopy_pending: bool,
     writer: WriterOptions,
     /// Buffered bytes above which buffers are written to pending files.
     spill_bytes: usize,
@@ -712,6 +1003,7 @@ const SPILL_CHECK_EVERY: usize = 64;
 impl Applier {
     pub fn new(
         lake: Lake,
+        source: SourceContext,
         tables: Vec<TableApply>,
         writer: WriterOptions,
         spill_bytes: usize,
@@ -719,7 +1011,9 @@ impl Applier {
         Self {
             io: lake.file_io().clone(),
             lake,
+            source,
             tables: tables.into_iter().map(|t| (t.oid, t)).collect(),
+            recopy_pending: false,
             writer,
             spill_bytes,
             since_check: 0,
@@ -735,8 +1029,42 @@ impl Applier {
         })
     }
 
-    pub fn relation(&mut self, rel: &Relation) -> Result<()> {
-        self.table(rel.oid)?.set_relation(rel)
+    /// Takes a Relation message; it is followed when the table's next wanted change
+    /// arrives.
+    pub fn relation(&mut self, rel: Relation) -> Result<()> {
+        let oid = rel.oid;
+        self.table(oid)?.pending_relation = Some(rel);
+        Ok(())
+    }
+
+    /// The table, if its changes may be applied now (see [`TableApply::ready`]).
+    async fn ready(&mut self, oid: u32) -> Result<Option<&mut TableApply>> {
+        let t = self.tables.get_mut(&oid).ok_or_else(|| {
+            SyncError::Refused(format!(
+                "the stream carries changes of relation {oid}, which walden does not replicate \
+                 (was the publication changed by hand?). Check it with `walden check`"
+            ))
+        })?;
+        if t.ready(&self.source, &self.io, &self.writer).await? {
+            Ok(self.tables.get_mut(&oid))
+        } else {
+            self.recopy_pending = true;
+            Ok(None)
+        }
+    }
+
+    /// Whether a table waits to be copied again (cheap: the session ends at the next
+    /// transaction boundary).
+    pub fn wants_recopy(&self) -> bool {
+        self.recopy_pending
+    }
+
+    /// Tables waiting to be copied again, with the reason.
+    pub fn recopies(&self) -> Vec<(u32, String)> {
+        self.tables
+            .values()
+            .filter_map(|t| t.recopy.clone().map(|why| (t.oid, why)))
+            .collect()
     }
 
     /// Whether changes of `oid` in a transaction committing at `final_lsn` are new.
@@ -746,20 +1074,31 @@ impl Applier {
             .is_none_or(|t| final_lsn >= t.synced_lsn)
     }
 
-    pub fn insert(&mut self, oid: u32, new: &Tuple) -> Result<()> {
-        self.table(oid)?.insert(new)
+    pub async fn insert(&mut self, oid: u32, new: &Tuple) -> Result<()> {
+        match self.ready(oid).await? {
+            Some(t) => t.insert(new),
+            None => Ok(()),
+        }
     }
 
-    pub fn update(&mut self, oid: u32, old: Option<&OldTuple>, new: &Tuple) -> Result<()> {
-        self.table(oid)?.update(old, new)
+    pub async fn update(&mut self, oid: u32, old: Option<&OldTuple>, new: &Tuple) -> Result<()> {
+        match self.ready(oid).await? {
+            Some(t) => t.update(old, new),
+            None => Ok(()),
+        }
     }
 
-    pub fn delete(&mut self, oid: u32, old: &OldTuple) -> Result<()> {
-        self.table(oid)?.delete(old)
+    pub async fn delete(&mut self, oid: u32, old: &OldTuple) -> Result<()> {
+        match self.ready(oid).await? {
+            Some(t) => t.delete(old),
+            None => Ok(()),
+        }
     }
 
-    pub fn truncate(&mut self, oid: u32) -> Result<()> {
-        self.table(oid)?.truncate();
+    pub async fn truncate(&mut self, oid: u32) -> Result<()> {
+        if let Some(t) = self.ready(oid).await? {
+            t.truncate();
+        }
         Ok(())
     }
 
@@ -833,6 +1172,15 @@ impl Applier {
             oids.push(t.oid);
         }
         crate::failpoint("stream-after-data-files");
+        // The state records the columns each table follows now.
+        let mut state = state.clone();
+        for ts in &mut state.tables {
+            if let Some(t) = self.tables.get(&ts.oid) {
+                ts.columns = t.columns.clone();
+                ts.primary_key = t.primary_key.clone();
+            }
+        }
+        let state = &state;
         let outcome = self
             .lake
             .commit(Commit {
@@ -851,6 +1199,7 @@ impl Applier {
                     .increment(t.changes);
                 t.lake = table;
                 t.truncated = false;
+                t.schema_changed = false;
                 t.deletes.clear();
                 t.changes = 0;
             }

@@ -13,6 +13,7 @@
 //!   lake and the slot is ours.
 
 mod apply;
+mod evolve;
 mod index;
 mod stream;
 mod sync;
@@ -120,6 +121,20 @@ pub struct TableState {
     /// before it are already in the copy.
     #[serde(default)]
     pub synced_lsn: u64,
+    /// The source columns the lake table follows, in the lake's column order (which is
+    /// the source's attribute order). Empty in states written before walden tracked it.
+    #[serde(default)]
+    pub columns: Vec<ColumnState>,
+}
+
+/// A source column as the lake last followed it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ColumnState {
+    pub name: String,
+    /// `pg_attribute.attnum`: stable for the life of the column, never reused.
+    pub attnum: i16,
+    pub type_oid: u32,
+    pub typmod: i32,
 }
 
 impl TableState {

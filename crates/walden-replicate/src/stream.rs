@@ -19,9 +19,11 @@ use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 use tokio::sync::watch;
 use walden_lake::{Lake, WriterOptions};
 use walden_pg::pgoutput::{self, LogicalMessage};
-use walden_pg::{Decode, PgError, SourceConn, format_lsn, quote_literal, slot_info};
+use walden_pg::{
+    Decode, DiscoverOptions, PgError, SourceConn, format_lsn, quote_literal, slot_info,
+};
 
-use crate::apply::{Applier, TableApply};
+use crate::apply::{Applier, SourceContext, TableApply};
 use crate::{Phase, Result, StreamState, SyncError};
 
 /// How to stream.
@@ -41,6 +43,11 @@ pub struct StreamOptions {
     pub retained_wal_warn_bytes: u64,
     /// Stop once the lake reaches the source's WAL position at the start.
     pub until_caught_up: bool,
+    /// How columns added or changed while streaming map to lake types (as for the
+    /// initial copy).
+    pub discover: DiscoverOptions,
+    /// Connections used when a table is copied again.
+    pub copy_parallelism: usize,
 }
 
 impl Default for StreamOptions {
@@ -54,8 +61,18 @@ impl Default for StreamOptions {
             heartbeat_interval: None,
             retained_wal_warn_bytes: 1 << 30,
             until_caught_up: false,
+            discover: DiscoverOptions::default(),
+            copy_parallelism: 2,
         }
     }
+}
+
+/// How a session ended.
+enum SessionEnd {
+    Done(StreamOutcome),
+    /// Everything up to a transaction boundary is committed; these tables (with the
+    /// reason) must be copied again before streaming resumes.
+    Recopy(Vec<(u32, String)>),
 }
 
 /// How streaming ended.
@@ -92,8 +109,17 @@ pub async fn stream(
             options,
             made_progress: false,
         };
-        match session.run(&mut cancel, &mut target).await {
-            Ok(outcome) => return Ok(outcome),
+        let ended = match session.run(&mut cancel, &mut target).await {
+            Ok(SessionEnd::Done(outcome)) => return Ok(outcome),
+            Ok(SessionEnd::Recopy(tables)) => {
+                // A failure here leaves the lake as it was: the next session meets the same
+                // change and asks for the copy again.
+                crate::sync::recopy_tables(conn, lake, options, &tables, cancel.clone()).await
+            }
+            Err(e) => Err(e),
+        };
+        match ended {
+            Ok(()) => backoff = Duration::from_secs(1),
             Err(e) if e.is_transient() => {
                 if session.made_progress {
                     backoff = Duration::from_secs(1);
@@ -193,9 +219,9 @@ impl Session<'_> {
         &mut self,
         cancel: &mut watch::Receiver<bool>,
         target: &mut Option<u64>,
-    ) -> Result<StreamOutcome> {
+    ) -> Result<SessionEnd> {
         let slot = self.options.slot.as_str();
-        let control = self.conn.connect().await?;
+        let control = Arc::new(self.conn.connect().await?);
         let progress = self.lake.progress(slot)?.ok_or_else(|| {
             refused(format!(
                 "the lake has no replication state for slot {slot}: run `walden replicate` to \
@@ -318,11 +344,16 @@ impl Session<'_> {
                 lake_table,
                 decodes,
                 primary_key,
+                t.columns.clone(),
                 t.synced_lsn,
             ));
         }
         let mut applier = Applier::new(
             self.lake.clone(),
+            SourceContext {
+                client: control.clone(),
+                discover: self.options.discover.clone(),
+            },
             tables,
             self.options.writer.clone(),
             self.options.spill_bytes,
@@ -400,7 +431,7 @@ impl Session<'_> {
 
         loop {
             let caught_up = target.is_some_and(|t| committed >= t);
-            if (stopping || caught_up) && !in_txn {
+            if (stopping || caught_up || applier.wants_recopy()) && !in_txn {
                 if pending_lsn > committed {
                     committed = self
                         .flush(&mut applier, &client, &state, pending_lsn)
@@ -408,15 +439,19 @@ impl Session<'_> {
                     lag_metrics(server_wal_end, committed, pending_commit_time.take());
                 }
                 let caught_up = target.is_some_and(|t| committed >= t);
-                if stopping || caught_up {
+                let recopy = applier.recopies();
+                if stopping || caught_up || !recopy.is_empty() {
                     // The transport sends a raised acknowledgement once its status interval
                     // has passed since the last one; give it that long before closing.
                     tokio::time::sleep(STATUS_INTERVAL + Duration::from_millis(100)).await;
                     let _ = client.shutdown().await;
-                    return Ok(StreamOutcome {
+                    if !recopy.is_empty() {
+                        return Ok(SessionEnd::Recopy(recopy));
+                    }
+                    return Ok(SessionEnd::Done(StreamOutcome {
                         lsn: committed,
                         caught_up,
-                    });
+                    }));
                 }
             }
             tokio::select! {
@@ -516,27 +551,27 @@ impl Session<'_> {
         txn_final: u64,
     ) -> Result<()> {
         match message {
-            LogicalMessage::Relation(rel) => applier.relation(&rel)?,
+            LogicalMessage::Relation(rel) => applier.relation(rel)?,
             LogicalMessage::Insert { relation, new } => {
                 if !skip_txn && applier.wants(relation, txn_final) {
-                    applier.insert(relation, &new)?;
+                    applier.insert(relation, &new).await?;
                 }
             }
             LogicalMessage::Update { relation, old, new } => {
                 if !skip_txn && applier.wants(relation, txn_final) {
-                    applier.update(relation, old.as_ref(), &new)?;
+                    applier.update(relation, old.as_ref(), &new).await?;
                 }
             }
             LogicalMessage::Delete { relation, old } => {
                 if !skip_txn && applier.wants(relation, txn_final) {
-                    applier.delete(relation, &old)?;
+                    applier.delete(relation, &old).await?;
                 }
             }
             LogicalMessage::Truncate { relations, .. } => {
                 if !skip_txn {
                     for oid in relations {
                         if applier.wants(oid, txn_final) {
-                            applier.truncate(oid)?;
+                            applier.truncate(oid).await?;
                         }
                     }
                 }

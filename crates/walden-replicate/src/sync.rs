@@ -65,6 +65,19 @@ pub struct SyncOutcome {
     pub already_synced: bool,
 }
 
+/// The source columns a table's lake copy follows.
+pub(crate) fn column_states(t: &SourceTable) -> Vec<crate::ColumnState> {
+    t.columns
+        .iter()
+        .map(|c| crate::ColumnState {
+            name: c.name.clone(),
+            attnum: c.attnum,
+            type_oid: c.type_oid,
+            typmod: c.typmod,
+        })
+        .collect()
+}
+
 fn lake_name(t: &SourceTable) -> TableName {
     TableName::new(&t.schema, &t.name)
 }
@@ -205,58 +218,21 @@ struct Shared {
     remaining_chunks: Mutex<HashMap<usize, usize>>,
 }
 
-async fn copy_and_commit(
+/// Every table's data files and row count.
+type Copied = (HashMap<usize, Vec<DataFile>>, HashMap<usize, u64>);
+
+/// Copies `tables` into data files of `targets` (same order) under the exported snapshot
+/// `snapshot_name`, with `options.parallelism` connections. Nothing is committed.
+async fn copy_tables(
     conn: &SourceConn,
     lake: &Lake,
     tables: &[SourceTable],
+    targets: &[LakeTable],
     options: &SyncOptions,
-    snapshot: &ExportedSnapshot,
+    snapshot_name: &str,
     cancel: watch::Receiver<bool>,
-) -> Result<Vec<(TableName, u64)>> {
-    // Lake tables: new ones, or existing ones to replace when the schema is unchanged.
-    let mut targets: Vec<(LakeTable, bool)> = Vec::with_capacity(tables.len());
-    let mut decodes: Vec<Vec<Decode>> = Vec::with_capacity(tables.len());
-    for t in tables {
-        let schema = t.lake_schema().map_err(|why| {
-            SyncError::Refused(format!(
-                "{why}. Map the column to \"string\" in [source] column_types, or exclude the table"
-            ))
-        })?;
-        let name = lake_name(t);
-        let fresh = lake.new_table(
-            &name,
-            &schema,
-            HashMap::from([
-                ("walden.source".to_string(), t.display_name()),
-                ("walden.source-oid".to_string(), t.oid.to_string()),
-                (
-                    "write.parquet.compression-codec".to_string(),
-                    "zstd".to_string(),
-                ),
-            ]),
-        )?;
-        let target = match lake.load_table(&name).await? {
-            None => (fresh, false),
-            Some(existing) => {
-                if existing.arrow_schema().fields() != fresh.arrow_schema().fields() {
-                    return Err(SyncError::Refused(format!(
-                        "table {name} already exists in the lake with a different schema; \
-                         remove it first with `walden teardown --lake-tables`"
-                    )));
-                }
-                (existing, true)
-            }
-        };
-        decodes.push(
-            t.columns
-                .iter()
-                .map(|c| c.mapping.as_ref().map(|m| m.decode.clone()))
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|why| SyncError::Refused(why.clone()))?,
-        );
-        targets.push(target);
-    }
-
+) -> Result<Copied> {
+    let decodes = tables.iter().map(decodes_of).collect::<Result<Vec<_>>>()?;
     let mut queue = VecDeque::new();
     let mut remaining = HashMap::new();
     for (i, t) in tables.iter().enumerate() {
@@ -284,9 +260,9 @@ async fn copy_and_commit(
         let conn = conn.clone();
         let shared = shared.clone();
         let tables = tables.to_vec();
-        let targets: Vec<LakeTable> = targets.iter().map(|(t, _)| t.clone()).collect();
+        let targets = targets.to_vec();
         let decodes = decodes.clone();
-        let snapshot_name = snapshot.snapshot_name.clone();
+        let snapshot_name = snapshot_name.to_string();
         let file_io = lake.file_io().clone();
         let options = options.clone();
         set.spawn(async move {
@@ -325,13 +301,84 @@ async fn copy_and_commit(
         }
     }
 
-    options.observer.committing();
-    let mut files = std::mem::take(&mut *shared.files.lock().unwrap_or_else(|p| p.into_inner()));
+    let files = std::mem::take(&mut *shared.files.lock().unwrap_or_else(|p| p.into_inner()));
     let rows = shared
         .rows
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    Ok((files, rows))
+}
+
+/// The lake schema of a source table, or why it has none.
+fn lake_schema(t: &SourceTable) -> Result<walden_lake::TableSchema> {
+    t.lake_schema().map_err(|why| {
+        SyncError::Refused(format!(
+            "{why}. Map the column to \"string\" in [source] column_types, or exclude the table"
+        ))
+    })
+}
+
+fn table_properties(t: &SourceTable) -> HashMap<String, String> {
+    HashMap::from([
+        ("walden.source".to_string(), t.display_name()),
+        ("walden.source-oid".to_string(), t.oid.to_string()),
+        (
+            "write.parquet.compression-codec".to_string(),
+            "zstd".to_string(),
+        ),
+    ])
+}
+
+fn decodes_of(t: &SourceTable) -> Result<Vec<Decode>> {
+    t.columns
+        .iter()
+        .map(|c| c.mapping.as_ref().map(|m| m.decode.clone()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|why| SyncError::Refused(why.clone()))
+}
+
+async fn copy_and_commit(
+    conn: &SourceConn,
+    lake: &Lake,
+    tables: &[SourceTable],
+    options: &SyncOptions,
+    snapshot: &ExportedSnapshot,
+    cancel: watch::Receiver<bool>,
+) -> Result<Vec<(TableName, u64)>> {
+    // Lake tables: new ones, or existing ones to replace when the schema is unchanged.
+    let mut targets: Vec<(LakeTable, bool)> = Vec::with_capacity(tables.len());
+    for t in tables {
+        let schema = lake_schema(t)?;
+        let name = lake_name(t);
+        let fresh = lake.new_table(&name, &schema, table_properties(t))?;
+        let target = match lake.load_table(&name).await? {
+            None => (fresh, false),
+            Some(existing) => {
+                if existing.arrow_schema().fields() != fresh.arrow_schema().fields() {
+                    return Err(SyncError::Refused(format!(
+                        "table {name} already exists in the lake with a different schema; \
+                         remove it first with `walden teardown --lake-tables`"
+                    )));
+                }
+                (existing, true)
+            }
+        };
+        targets.push(target);
+    }
+    let lake_tables: Vec<LakeTable> = targets.iter().map(|(t, _)| t.clone()).collect();
+    let (mut files, rows) = copy_tables(
+        conn,
+        lake,
+        tables,
+        &lake_tables,
+        options,
+        &snapshot.snapshot_name,
+        cancel,
+    )
+    .await?;
+
+    options.observer.committing();
     let lsn = format_lsn(snapshot.consistent_point);
     let mut changes = Vec::with_capacity(tables.len());
     let mut table_states = Vec::with_capacity(tables.len());
@@ -354,6 +401,7 @@ async fn copy_and_commit(
             rows: n,
             primary_key: tables[i].primary_key.clone(),
             synced_lsn: snapshot.consistent_point,
+            columns: column_states(&tables[i]),
         });
         outcome.push((name, n));
     }
@@ -521,4 +569,149 @@ pub async fn teardown(
     }
     lake.forget(&tables, Some(slot))?;
     Ok((dropped_slot, dropped_pub, forgotten))
+}
+
+/// Copies tables of a streaming lake again — tables whose change the lake could not
+/// follow (see [`crate::evolve`]) — while the slot keeps its place. A temporary slot's
+/// exported snapshot gives a consistent point `S`; the tables' data is replaced by the
+/// copy and their schemas evolve by column name (a column whose type cannot be promoted
+/// gets a new field id). The table states record `S` as their synced LSN, so the stream,
+/// resuming from the lake's unchanged LSN, skips their changes of transactions that
+/// committed before `S` (the copy has them) and applies the rest.
+pub(crate) async fn recopy_tables(
+    conn: &SourceConn,
+    lake: &Lake,
+    options: &crate::StreamOptions,
+    recopy: &[(u32, String)],
+    cancel: watch::Receiver<bool>,
+) -> Result<()> {
+    let slot = options.slot.as_str();
+    let control = conn.connect().await?;
+    let progress = lake.progress(slot)?.ok_or_else(|| {
+        SyncError::Refused(format!("the lake has no replication state for slot {slot}"))
+    })?;
+    let mut state: StreamState = serde_json::from_value(progress.state.clone()).map_err(|e| {
+        SyncError::Refused(format!("the lake's replication state is unreadable: {e}"))
+    })?;
+    let wanted: Vec<&TableState> = state
+        .tables
+        .iter()
+        .filter(|t| recopy.iter().any(|(oid, _)| *oid == t.oid))
+        .collect();
+    let patterns: Vec<String> = wanted.iter().map(|t| t.source.clone()).collect();
+    let selector = walden_pg::TableSelector::new(&patterns).map_err(SyncError::Refused)?;
+    let found = walden_pg::discover(&control, &selector, &options.discover).await?;
+    let mut tables = Vec::with_capacity(wanted.len());
+    for t in &wanted {
+        let source = found.iter().find(|s| s.oid == t.oid).ok_or_else(|| {
+            SyncError::Refused(format!(
+                "table {} must be copied again, but it is no longer on the source under that \
+                 name and relation oid. Remove it from [source] tables, or run `walden \
+                 replicate --resync`",
+                t.source
+            ))
+        })?;
+        tables.push(source.clone());
+    }
+
+    let mut targets = Vec::with_capacity(tables.len());
+    for t in &tables {
+        let schema = lake_schema(t)?;
+        let name = lake_name(t);
+        let target = match lake.load_table(&name).await? {
+            None => lake.new_table(&name, &schema, table_properties(t))?,
+            Some(existing) => {
+                let current = existing.metadata().current_schema().clone();
+                let columns: Vec<walden_lake::EvolvedColumn> = schema
+                    .columns
+                    .iter()
+                    .map(|c| walden_lake::EvolvedColumn {
+                        field_id: current
+                            .as_struct()
+                            .fields()
+                            .iter()
+                            .find(|f| {
+                                f.name == c.name
+                                    && walden_lake::promotion_blocker(&f.field_type, &c.ty)
+                                        .is_none()
+                            })
+                            .map(|f| f.id),
+                        column: c.clone(),
+                    })
+                    .collect();
+                existing.evolve(&columns, &schema.primary_key)?
+            }
+        };
+        targets.push(target);
+    }
+
+    let temp_slot = format!("{slot}_recopy_{}", std::process::id());
+    let snapshot =
+        ExportedSnapshot::create_temporary(conn, &temp_slot, &options.publication).await?;
+    let at = snapshot.consistent_point;
+    tracing::info!(
+        tables = %patterns.join(", "),
+        lsn = %format_lsn(at),
+        "copying tables again"
+    );
+    let copy_options = SyncOptions {
+        slot: temp_slot.clone(),
+        publication: options.publication.clone(),
+        parallelism: options.copy_parallelism.max(1),
+        writer: options.writer.clone(),
+        ..SyncOptions::default()
+    };
+    let copied = copy_tables(
+        conn,
+        lake,
+        &tables,
+        &targets,
+        &copy_options,
+        &snapshot.snapshot_name,
+        cancel,
+    )
+    .await;
+    snapshot.release().await;
+    let (mut files, rows) = copied?;
+
+    let mut changes = Vec::with_capacity(tables.len());
+    for (i, (t, target)) in tables.iter().zip(targets).enumerate() {
+        let mut change = TableChange::new(target);
+        change.data_files = files.remove(&i).unwrap_or_default();
+        change.replace = true;
+        change.summary.insert("walden.lsn".into(), format_lsn(at));
+        change
+            .summary
+            .insert("walden.operation".into(), "recopy".into());
+        changes.push(change);
+        let reason = recopy
+            .iter()
+            .find(|(oid, _)| *oid == t.oid)
+            .map(|(_, why)| why.as_str())
+            .unwrap_or_default();
+        if let Some(ts) = state.tables.iter_mut().find(|s| s.oid == t.oid) {
+            ts.rows = rows.get(&i).copied().unwrap_or(0);
+            ts.primary_key = t.primary_key.clone();
+            ts.synced_lsn = at;
+            ts.columns = column_states(t);
+        }
+        tracing::warn!(
+            table = %t.display_name(),
+            rows = rows.get(&i).copied().unwrap_or(0),
+            lsn = %format_lsn(at),
+            reason,
+            "table copied again"
+        );
+    }
+    lake.commit(Commit {
+        tables: changes,
+        progress: Some(Progress {
+            stream: slot.to_string(),
+            lsn: progress.lsn,
+            committed_at_ms: now_ms(),
+            state: serde_json::to_value(&state).unwrap_or_default(),
+        }),
+    })
+    .await?;
+    Ok(())
 }

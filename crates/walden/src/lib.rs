@@ -190,6 +190,8 @@ pub async fn replicate_until(
             .then(|| std::time::Duration::from_millis(source.heartbeat_interval_ms)),
         retained_wal_warn_bytes: source.retained_wal_warn_bytes,
         until_caught_up: args.until_caught_up,
+        discover: source.discover_options()?,
+        copy_parallelism: source.copy_parallelism,
     };
     if !args.until_caught_up {
         println!(
