@@ -199,6 +199,27 @@ impl ExportedSnapshot {
     /// Creates the slot (`CREATE_REPLICATION_SLOT ... LOGICAL pgoutput EXPORT_SNAPSHOT`) on
     /// a replication session.
     pub async fn create(conn: &SourceConn, slot: &str, publication: &str) -> Result<Self> {
+        Self::create_slot(conn, slot, publication, false).await
+    }
+
+    /// Like [`create`](Self::create), but the slot is `TEMPORARY`: the server drops it when
+    /// the session ends ([`release`](Self::release), a lost connection, a crash), so it
+    /// never pins WAL beyond its use. For a snapshot at a fresh consistent point without
+    /// touching the replication slot (`walden verify`).
+    pub async fn create_temporary(
+        conn: &SourceConn,
+        slot: &str,
+        publication: &str,
+    ) -> Result<Self> {
+        Self::create_slot(conn, slot, publication, true).await
+    }
+
+    async fn create_slot(
+        conn: &SourceConn,
+        slot: &str,
+        publication: &str,
+        temporary: bool,
+    ) -> Result<Self> {
         let cfg = conn.replication_config(slot, publication)?;
         let repl_err = |context: String| move |source| PgError::Replication { context, source };
         let mut session = ReplicationClient::connect_gated(cfg)
@@ -213,8 +234,9 @@ impl ExportedSnapshot {
         )))?;
         let rows = session
             .simple_query(&format!(
-                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
-                quote_ident(slot)
+                "CREATE_REPLICATION_SLOT {}{} LOGICAL pgoutput EXPORT_SNAPSHOT",
+                quote_ident(slot),
+                if temporary { " TEMPORARY" } else { "" }
             ))
             .await
             .map_err(repl_err(format!("creating replication slot {slot}")))?;
@@ -242,7 +264,8 @@ impl ExportedSnapshot {
         })
     }
 
-    /// Ends the session; the snapshot is gone, the slot stays.
+    /// Ends the session; the snapshot is gone, the slot stays (a temporary one goes with
+    /// the session).
     pub async fn release(mut self) {
         self.session.abort();
     }

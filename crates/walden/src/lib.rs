@@ -181,15 +181,8 @@ pub async fn replicate_until(
         return Ok(());
     }
     let options = StreamOptions {
-        slot: source.slot.clone(),
-        publication: source.publication.clone(),
-        flush_interval: std::time::Duration::from_millis(config.lake.flush_interval_ms),
-        spill_bytes: config.lake.max_buffer_bytes as usize,
-        writer: writer_options(config),
-        heartbeat_interval: (source.heartbeat_interval_ms > 0)
-            .then(|| std::time::Duration::from_millis(source.heartbeat_interval_ms)),
-        retained_wal_warn_bytes: source.retained_wal_warn_bytes,
         until_caught_up: args.until_caught_up,
+        ..stream_options(config, source)
     };
     if !args.until_caught_up {
         println!(
@@ -208,6 +201,21 @@ pub async fn replicate_until(
         walden_pg::format_lsn(outcome.lsn)
     );
     Ok(())
+}
+
+/// Streaming as configured (runs until stopped).
+fn stream_options(config: &Config, source: &config::SourceSection) -> StreamOptions {
+    StreamOptions {
+        slot: source.slot.clone(),
+        publication: source.publication.clone(),
+        flush_interval: std::time::Duration::from_millis(config.lake.flush_interval_ms),
+        spill_bytes: config.lake.max_buffer_bytes as usize,
+        writer: writer_options(config),
+        heartbeat_interval: (source.heartbeat_interval_ms > 0)
+            .then(|| std::time::Duration::from_millis(source.heartbeat_interval_ms)),
+        retained_wal_warn_bytes: source.retained_wal_warn_bytes,
+        ..Default::default()
+    }
 }
 
 /// The initial copy alone (preflight first); Ctrl-C / SIGTERM stop it cleanly, dropping
