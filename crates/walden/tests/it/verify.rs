@@ -218,6 +218,10 @@ async fn verify_matches_at_one_lsn_and_names_exactly_the_differing_keys() {
                 .await
                 .unwrap();
             tokio::spawn(conn);
+            // Flushed commits: transactions past the compared LSN reach the stream at once.
+            c.batch_execute("SET synchronous_commit = on")
+                .await
+                .unwrap();
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
