@@ -861,13 +861,11 @@ mod tests {
     #[test]
     fn table_names_select_themselves() {
         assert_eq!(as_pattern("a.b*c"), "a?b?c");
-        let state = |s: &str| TableState {
-            source: s.into(),
-            oid: 1,
-            lake: s.into(),
-            rows: 0,
-            primary_key: Vec::new(),
-            synced_lsn: 0,
+        let state = |s: &str| -> TableState {
+            serde_json::from_value(serde_json::json!({
+                "source": s, "oid": 1, "lake": s, "rows": 0
+            }))
+            .unwrap()
         };
         let all = vec![state("public.a"), state("public.b")];
         assert_eq!(select_tables(&all, &[]).unwrap().len(), 2);
