@@ -202,9 +202,10 @@ impl ExportedSnapshot {
         Self::create_slot(conn, slot, publication, false).await
     }
 
-    /// Like [`ExportedSnapshot::create`], but the slot is `TEMPORARY`: the server drops it
-    /// when this value is released (or the session dies), so it never pins WAL. Used for
-    /// a snapshot at a known LSN: re-copying one table while streaming continues.
+    /// Like [`create`](Self::create), but the slot is `TEMPORARY`: the server drops it when
+    /// the session ends ([`release`](Self::release), a lost connection, a crash), so it
+    /// never pins WAL beyond its use. For a snapshot at a fresh consistent point without
+    /// touching the replication slot (`walden verify`).
     pub async fn create_temporary(
         conn: &SourceConn,
         slot: &str,
@@ -263,7 +264,8 @@ impl ExportedSnapshot {
         })
     }
 
-    /// Ends the session; the snapshot is gone, the slot stays.
+    /// Ends the session; the snapshot is gone, the slot stays (a temporary one goes with
+    /// the session).
     pub async fn release(mut self) {
         self.session.abort();
     }

@@ -17,11 +17,13 @@ mod evolve;
 mod index;
 mod stream;
 mod sync;
+mod verify;
 
 pub use stream::{StreamOptions, StreamOutcome, stream};
 pub use sync::{
     Quiet, SyncObserver, SyncOptions, SyncOutcome, initial_sync, prepare_resync, teardown,
 };
+pub use verify::{DifferenceKind, RowDifference, TableReport, VerifyOptions, VerifyReport, verify};
 
 use walden_lake::{LakeError, TableName};
 use walden_pg::PgError;

@@ -48,6 +48,12 @@ pub struct StreamOptions {
     pub discover: DiscoverOptions,
     /// Connections used when a table is copied again.
     pub copy_parallelism: usize,
+    /// Stop with the lake at exactly this LSN (`walden verify`): every transaction
+    /// committing before it applied, none committing at or after it. Reached on a Begin
+    /// whose commit LSN is at or past it, or on a server position at or past it between
+    /// transactions; the lake's progress is then committed (and acknowledged) as this
+    /// LSN. Takes precedence over `until_caught_up`.
+    pub until_lsn: Option<u64>,
 }
 
 impl Default for StreamOptions {
@@ -63,6 +69,7 @@ impl Default for StreamOptions {
             until_caught_up: false,
             discover: DiscoverOptions::default(),
             copy_parallelism: 2,
+            until_lsn: None,
         }
     }
 }
@@ -80,7 +87,8 @@ enum SessionEnd {
 pub struct StreamOutcome {
     /// The lake's committed LSN at the end.
     pub lsn: u64,
-    /// Why it ended: caught up (`--until-caught-up`) or asked to stop.
+    /// Why it ended: caught up (`--until-caught-up`, or `until_lsn` reached) or asked to
+    /// stop.
     pub caught_up: bool,
 }
 
@@ -303,6 +311,17 @@ impl Session<'_> {
                 Some(_) => {}
             }
         }
+        if let Some(until) = self.options.until_lsn {
+            if committed > until {
+                return Err(refused(format!(
+                    "the lake is at LSN {}, already past the requested {}: it cannot be \
+                     brought back to an earlier position",
+                    format_lsn(committed),
+                    format_lsn(until)
+                )));
+            }
+            *target = Some(until);
+        }
         if target.is_none() && self.options.until_caught_up {
             *target = Some(caught_up_target(&control).await?);
         }
@@ -428,8 +447,16 @@ impl Session<'_> {
         let mut server_wal_end = committed;
         let mut pending_commit_time: Option<i64> = None;
         metrics::gauge!("walden_lake_lsn").set(committed as f64);
+        // `until_lsn`: every transaction committing before it has been applied, and
+        // nothing after it.
+        let mut until_reached = false;
 
         loop {
+            if let Some(until) = self.options.until_lsn.filter(|_| until_reached) {
+                // Reached between transactions: flush at exactly `until` and stop.
+                pending_lsn = until;
+                stopping = true;
+            }
             let caught_up = target.is_some_and(|t| committed >= t);
             if (stopping || caught_up || applier.wants_recopy()) && !in_txn {
                 if pending_lsn > committed {
@@ -468,6 +495,10 @@ impl Session<'_> {
                     tracing::trace!(?event, "event");
                     match event {
                         ReplicationEvent::Begin { final_lsn, .. } => {
+                            if self.options.until_lsn.is_some_and(|u| final_lsn.as_u64() >= u) {
+                                until_reached = true;
+                                continue;
+                            }
                             in_txn = true;
                             txn_final = final_lsn.as_u64();
                             skip_txn = txn_final < committed;
@@ -491,7 +522,11 @@ impl Session<'_> {
                                 last_commit = Instant::now();
                             }
                         }
-                        ReplicationEvent::XLogData { data, .. } => {
+                        ReplicationEvent::XLogData { data, wal_end, .. } => {
+                            if !in_txn && self.options.until_lsn.is_some_and(|u| wal_end.as_u64() >= u) {
+                                until_reached = true;
+                                continue;
+                            }
                             let message = pgoutput::decode(&data)?;
                             self.apply(&mut applier, message, skip_txn, txn_final).await?;
                         }
@@ -500,6 +535,10 @@ impl Session<'_> {
                             server_wal_end = server_wal_end.max(wal_end);
                             metrics::gauge!("walden_replication_lag_bytes")
                                 .set(server_wal_end.saturating_sub(committed) as f64);
+                            if !in_txn && self.options.until_lsn.is_some_and(|u| wal_end >= u) {
+                                until_reached = true;
+                                continue;
+                            }
                             if !in_txn && !applier.has_changes() && wal_end > pending_lsn {
                                 pending_lsn = wal_end;
                             }

@@ -373,7 +373,17 @@ impl Drop for LocalPostgres {
 pub fn shared() -> &'static LocalPostgres {
     static PG: OnceLock<LocalPostgres> = OnceLock::new();
     PG.get_or_init(|| {
-        LocalPostgres::start(LocalPgOptions::default()).expect("starting the test PostgreSQL")
+        // Tests run in parallel, each with its own slot (and verify with a temporary one
+        // more): room for all of them.
+        let room = [("max_replication_slots", "64"), ("max_wal_senders", "64")];
+        LocalPostgres::start(LocalPgOptions {
+            settings: room
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        })
+        .expect("starting the test PostgreSQL")
     })
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod output;
 pub mod progress;
 pub mod quickstart;
+pub mod verify;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -181,17 +182,8 @@ pub async fn replicate_until(
         return Ok(());
     }
     let options = StreamOptions {
-        slot: source.slot.clone(),
-        publication: source.publication.clone(),
-        flush_interval: std::time::Duration::from_millis(config.lake.flush_interval_ms),
-        spill_bytes: config.lake.max_buffer_bytes as usize,
-        writer: writer_options(config),
-        heartbeat_interval: (source.heartbeat_interval_ms > 0)
-            .then(|| std::time::Duration::from_millis(source.heartbeat_interval_ms)),
-        retained_wal_warn_bytes: source.retained_wal_warn_bytes,
         until_caught_up: args.until_caught_up,
-        discover: source.discover_options()?,
-        copy_parallelism: source.copy_parallelism,
+        ..stream_options(config, source)?
     };
     if !args.until_caught_up {
         println!(
@@ -210,6 +202,23 @@ pub async fn replicate_until(
         walden_pg::format_lsn(outcome.lsn)
     );
     Ok(())
+}
+
+/// Streaming as configured (runs until stopped).
+fn stream_options(config: &Config, source: &config::SourceSection) -> Result<StreamOptions> {
+    Ok(StreamOptions {
+        slot: source.slot.clone(),
+        publication: source.publication.clone(),
+        flush_interval: std::time::Duration::from_millis(config.lake.flush_interval_ms),
+        spill_bytes: config.lake.max_buffer_bytes as usize,
+        writer: writer_options(config),
+        heartbeat_interval: (source.heartbeat_interval_ms > 0)
+            .then(|| std::time::Duration::from_millis(source.heartbeat_interval_ms)),
+        retained_wal_warn_bytes: source.retained_wal_warn_bytes,
+        discover: source.discover_options()?,
+        copy_parallelism: source.copy_parallelism,
+        ..Default::default()
+    })
 }
 
 /// The initial copy alone (preflight first); Ctrl-C / SIGTERM stop it cleanly, dropping

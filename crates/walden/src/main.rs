@@ -48,6 +48,22 @@ enum Command {
     },
     /// Replication progress and the lake's tables.
     Status,
+    /// Compare source and lake at one LSN, table by table: row counts and row hashes,
+    /// naming the differing keys. Brings the lake to the source's current LSN through the
+    /// replication slot first, so `walden replicate` must be stopped. Exit code 0: all
+    /// tables match; 1: some differ; 2: verify failed.
+    Verify {
+        /// Compare only this table (schema.name); repeatable. Default: every replicated
+        /// table.
+        #[arg(long = "table", value_name = "SCHEMA.NAME")]
+        tables: Vec<String>,
+        /// Differing rows to list per table (all are counted).
+        #[arg(long, default_value_t = 10)]
+        max_keys: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Drop the replication slot and the publication.
     Teardown {
         /// Also remove the replicated tables from the lake's catalog.
@@ -87,11 +103,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `verify` keeps exit code 1 for "the lake differs"; its own failures are 2.
+    let failure = if matches!(cli.command, Command::Verify { .. }) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            failure
         }
     }
 }
@@ -136,6 +158,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Query { sql, format } => walden::run_query(config, &sql, format).await?,
         Command::Status => walden::run_status(config).await?,
+        Command::Verify {
+            tables,
+            max_keys,
+            json,
+        } => {
+            let args = walden::verify::VerifyArgs { tables, max_keys };
+            let report = walden::verify::run_verify(config, &args).await?;
+            if json {
+                walden::verify::print_verify_json(&report)?;
+                if !report.matches {
+                    eprintln!("{}", walden::verify::differs_hint(&report));
+                }
+            } else {
+                walden::verify::print_verify(&report);
+            }
+            if !report.matches {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Teardown { lake_tables } => walden::run_teardown(config, lake_tables).await?,
         Command::Quickstart { .. } => unreachable!("handled above"),
     }

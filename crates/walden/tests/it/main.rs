@@ -7,6 +7,7 @@ mod faults;
 mod initial_sync;
 mod preflight;
 mod streaming;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
