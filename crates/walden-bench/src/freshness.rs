@@ -515,7 +515,7 @@ fn poll_lake(
                 last = p.lsn;
                 lock(&out).push((base.elapsed().as_secs_f64(), p.lsn));
             }
-            if i % 10 == 0
+            if i.is_multiple_of(10)
                 && let Some(rss) = peak_rss(pid)
             {
                 peak = peak.max(rss);
