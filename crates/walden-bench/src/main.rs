@@ -5,7 +5,12 @@
 //!   `psql -c "COPY t TO STDOUT (FORMAT binary)" > /dev/null`;
 //! - `streaming`: applying a backlog of updates, inserts and deletes against
 //!   `pg_recvlogical` merely decoding the same changes from its own pgoutput slot into
-//!   `/dev/null`, plus walden's peak memory with its row index.
+//!   `/dev/null`, plus walden's peak memory with its row index;
+//! - `freshness`: commit-to-visible lag of probe transactions under a steady pgbench
+//!   load, against the same probes received by `pg_recvlogical` from its own slot;
+//! - `memory`: peak memory and row-index size of streaming into a table of millions of
+//!   rows (the index covers every live row), with the source's own primary-key index as
+//!   the reference.
 //!
 //! Build both binaries in release mode first: `cargo build --release -p walden -p walden-bench`.
 
@@ -17,8 +22,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use walden_testkit::{LocalPgOptions, LocalPostgres};
+
+mod freshness;
+mod memory;
 
 #[derive(Parser)]
 #[command(
@@ -58,11 +66,80 @@ enum Bench {
         #[arg(long)]
         walden: Option<PathBuf>,
     },
+    /// Commit-to-visible lag under pgbench load vs pg_recvlogical receiving the same probes.
+    Freshness {
+        /// pgbench scale (100,000 accounts per unit).
+        #[arg(long, default_value_t = 10)]
+        scale: u32,
+        /// pgbench's target rate (`-R`), transactions per second.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// pgbench clients (`-c`).
+        #[arg(long, default_value_t = 8)]
+        clients: u32,
+        /// Seconds of measured load in each run.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Seconds of load before the measured window (row-index build, first flushes);
+        /// their probes are reported apart.
+        #[arg(long, default_value_t = 5)]
+        warmup: u64,
+        /// Milliseconds between probe transactions.
+        #[arg(long, default_value_t = 100)]
+        probe_interval_ms: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        walden: Option<PathBuf>,
+    },
+    /// Peak memory and row-index size of streaming into a big table.
+    Memory {
+        /// Rows in the table.
+        #[arg(long, default_value_t = 5_000_000)]
+        rows: u64,
+        /// Changed rows in each run's backlog (90% updates, 10% deletes, spread over the
+        /// whole key range, in transactions of 1000).
+        #[arg(long, default_value_t = 100_000)]
+        changes: u64,
+        /// The table's primary key.
+        #[arg(long, value_enum, default_value_t = OrderKey::Int8)]
+        key: OrderKey,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        walden: Option<PathBuf>,
+    },
+}
+
+/// The primary key of the benchmark table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OrderKey {
+    /// `id int8`: the row index stores the key exactly.
+    Int8,
+    /// `(region text, id int8)`: the row index stores a 128-bit hash of the key.
+    Composite,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// The nearest-rank `p`-quantile (0 < p <= 1) of `v`; NaN when `v` is empty.
+fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// The value of `name=value` in a line of walden's log (tracing's default format).
+fn log_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// Peak resident set (VmHWM) of a running process, in bytes.
@@ -90,6 +167,40 @@ fn main() -> Result<()> {
             let walden = walden_binary(walden)?;
             rt.block_on(streaming(rows, changes, runs.max(1), &walden))
         }
+        Bench::Freshness {
+            scale,
+            rate,
+            clients,
+            seconds,
+            warmup,
+            probe_interval_ms,
+            runs,
+            walden,
+        } => {
+            let walden = walden_binary(walden)?;
+            rt.block_on(freshness::run(
+                &freshness::Options {
+                    scale,
+                    rate,
+                    clients,
+                    seconds,
+                    warmup,
+                    probe_interval: Duration::from_millis(probe_interval_ms.max(1)),
+                    runs: runs.max(1),
+                },
+                &walden,
+            ))
+        }
+        Bench::Memory {
+            rows,
+            changes,
+            key,
+            runs,
+            walden,
+        } => {
+            let walden = walden_binary(walden)?;
+            rt.block_on(memory::run(rows, changes, key, runs.max(1), &walden))
+        }
     }
 }
 
@@ -112,11 +223,24 @@ fn walden_binary(given: Option<PathBuf>) -> Result<PathBuf> {
 
 /// Runs `walden` with `args`, sampling its peak RSS; returns (seconds, peak bytes).
 fn run_measured(walden: &Path, args: &[&str]) -> Result<(f64, u64)> {
+    run_measured_logged(walden, args, None)
+}
+
+/// Starts `walden` with `args`, its output discarded except stderr (the log), which goes
+/// to `log` when given (uncolored).
+fn spawn_walden(walden: &Path, args: &[&str], log: Option<&Path>) -> Result<std::process::Child> {
+    let mut cmd = Command::new(walden);
+    cmd.args(args).env("NO_COLOR", "1").stdout(Stdio::null());
+    if let Some(log) = log {
+        cmd.stderr(std::fs::File::create(log)?);
+    }
+    Ok(cmd.spawn()?)
+}
+
+/// [`run_measured`] with walden's stderr (its log) written to `log` when given.
+fn run_measured_logged(walden: &Path, args: &[&str], log: Option<&Path>) -> Result<(f64, u64)> {
     let t = Instant::now();
-    let mut child = Command::new(walden)
-        .args(args)
-        .stdout(Stdio::null())
-        .spawn()?;
+    let mut child = spawn_walden(walden, args, log)?;
     let pid = child.id();
     let mut peak = 0;
     let status = loop {
@@ -376,16 +500,34 @@ async fn initial_copy(rows: u64, runs: usize, walden: &Path) -> Result<()> {
 /// The benchmark table: `orders` with `rows` rows of typical OLTP shape, vacuumed and
 /// analyzed.
 async fn create_orders(pg: &LocalPostgres, db: &str, rows: u64) -> Result<()> {
+    create_orders_keyed(pg, db, rows, OrderKey::Int8).await
+}
+
+/// The region of order `id` in the composite-key variant (a pure function of the id, so
+/// changes can address rows by their full key).
+const REGIONS: &str = "(ARRAY['eu-west','us-east','ap-south','sa-east'])";
+
+/// [`create_orders`] with a choice of primary key: `id int8`, or `(region text, id int8)`
+/// with `region` derived from `id`.
+async fn create_orders_keyed(pg: &LocalPostgres, db: &str, rows: u64, key: OrderKey) -> Result<()> {
     eprintln!("generating {rows} rows ...");
     let client = pg.connect(db).await?;
+    let (key_columns, key_values, primary_key) = match key {
+        OrderKey::Int8 => ("id int8 PRIMARY KEY,", "g,".to_string(), ""),
+        OrderKey::Composite => (
+            "region text NOT NULL, id int8 NOT NULL,",
+            format!("{REGIONS}[1 + g % 4], g,"),
+            ", PRIMARY KEY (region, id)",
+        ),
+    };
     client
         .batch_execute(&format!(
             "CREATE TABLE orders (
-                 id int8 PRIMARY KEY, customer_id int8 NOT NULL, status text NOT NULL,
+                 {key_columns} customer_id int8 NOT NULL, status text NOT NULL,
                  amount numeric(12,2) NOT NULL, placed_at timestamptz NOT NULL,
-                 note text, paid bool NOT NULL);
+                 note text, paid bool NOT NULL{primary_key});
              INSERT INTO orders
-             SELECT g, (g * 7919) % 1000003, (ARRAY['pending','paid','shipped','delivered','cancelled'])[1 + g % 5],
+             SELECT {key_values} (g * 7919) % 1000003, (ARRAY['pending','paid','shipped','delivered','cancelled'])[1 + g % 5],
                     ((g * 104729) % 100000) / 100.0, '2024-01-01'::timestamptz + (g || ' seconds')::interval,
                     CASE WHEN g % 10 = 0 THEN 'gift wrap, leave at the door ' || g END, g % 3 = 0
              FROM generate_series(1::int8, {rows}::int8) g;"
@@ -397,15 +539,19 @@ async fn create_orders(pg: &LocalPostgres, db: &str, rows: u64) -> Result<()> {
 }
 
 /// A fresh directory with a `walden.toml` for `url` (slot and publication `bench`, the
-/// lake inside the directory); returns (directory, config path).
+/// lake inside the directory, metrics on a free port); returns (directory, config path).
 fn bench_config(url: &str) -> Result<(PathBuf, PathBuf)> {
     let dir = tempfile_dir()?;
     let cfg = dir.join("walden.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[source]\nurl = \"{url}\"\nslot = \"bench\"\npublication = \"bench\"\n\n[lake]\nwarehouse = \"{}\"\n",
-            dir.join("lake").display()
+            "[source]\nurl = \"{url}\"\nslot = \"bench\"\npublication = \"bench\"\n\n\
+             [lake]\nwarehouse = \"{}\"\n\n[serve]\nhttp_listen = \"127.0.0.1:{}\"\n",
+            dir.join("lake").display(),
+            // Streaming runs serve metrics: a free port, not the default one another
+            // walden on this machine may hold.
+            walden_testkit::free_port()?
         ),
     )?;
     Ok((dir, cfg))
