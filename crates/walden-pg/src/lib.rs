@@ -24,8 +24,8 @@ pub use discover::{
 };
 pub use error::{PgError, Result};
 pub use slot::{
-    ExportedSnapshot, PublicationInfo, SlotInfo, drop_publication, drop_slot, ensure_publication,
-    format_lsn, parse_lsn, publication_info, slot_info,
+    ExportedSnapshot, PublicationInfo, SlotInfo, add_to_publication, drop_publication, drop_slot,
+    ensure_publication, format_lsn, parse_lsn, publication_info, slot_info,
 };
 pub use types::{ColumnMapping, Decode, ReadAs, TypeCatalog, UnconstrainedNumeric};
 

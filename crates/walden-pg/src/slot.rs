@@ -157,6 +157,34 @@ pub async fn ensure_publication(client: &Client, name: &str, tables: &[SourceTab
     Ok(())
 }
 
+/// Adds `tables` to walden's publication (which must exist with an explicit table list),
+/// leaving the tables it has in place.
+pub async fn add_to_publication(client: &Client, name: &str, tables: &[SourceTable]) -> Result<()> {
+    let info = publication_info(client, name).await?.ok_or_else(|| {
+        PgError::Refused(format!(
+            "publication {name} no longer exists on the source; run `walden replicate \
+             --resync` to create it and copy the tables again"
+        ))
+    })?;
+    let missing: Vec<String> = tables
+        .iter()
+        .filter(|t| !info.tables.contains(&t_name(t)))
+        .map(SourceTable::quoted)
+        .collect();
+    if info.all_tables || missing.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "ALTER PUBLICATION {} ADD TABLE {}",
+        quote_ident(name),
+        missing.join(", ")
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .ctx(|| format!("adding tables to publication {name} (needs ownership of the tables)"))
+}
+
 pub async fn drop_publication(client: &Client, name: &str) -> Result<bool> {
     if publication_info(client, name).await?.is_none() {
         return Ok(false);

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
@@ -25,6 +26,8 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr_adapter::{
     DefaultPhysicalExprAdapterFactory, PhysicalExprAdapter, PhysicalExprAdapterFactory,
 };
@@ -109,13 +112,44 @@ impl PhysicalExprAdapterFactory for FieldIdAdapter {
                 f.as_ref().clone().with_name(name)
             })
             .collect();
-        DefaultPhysicalExprAdapterFactory.create(
+        let inner = DefaultPhysicalExprAdapterFactory.create(
             logical_file_schema,
             Arc::new(Schema::new_with_metadata(
                 renamed,
                 physical_file_schema.metadata().clone(),
             )),
-        )
+        )?;
+        Ok(Arc::new(RealNames {
+            inner,
+            physical: physical_file_schema,
+        }))
+    }
+}
+
+/// Gives the column references the default adapter produced the file's own column names
+/// back (the Parquet reader later finds columns by those), keeping their positions.
+#[derive(Debug)]
+struct RealNames {
+    inner: Arc<dyn PhysicalExprAdapter>,
+    physical: SchemaRef,
+}
+
+impl PhysicalExprAdapter for RealNames {
+    fn rewrite(&self, expr: Arc<dyn PhysicalExpr>) -> DfResult<Arc<dyn PhysicalExpr>> {
+        self.inner
+            .rewrite(expr)?
+            .transform(|e| {
+                if let Some(c) = e.as_any().downcast_ref::<Column>()
+                    && let Some(field) = self.physical.fields().get(c.index())
+                    && field.name() != c.name()
+                {
+                    return Ok(Transformed::yes(
+                        Arc::new(Column::new(field.name(), c.index())) as Arc<dyn PhysicalExpr>,
+                    ));
+                }
+                Ok(Transformed::no(e))
+            })
+            .map(|t| t.data)
     }
 }
 

@@ -20,7 +20,8 @@ use tokio::sync::watch;
 use walden_lake::{Lake, WriterOptions};
 use walden_pg::pgoutput::{self, LogicalMessage};
 use walden_pg::{
-    Decode, DiscoverOptions, PgError, SourceConn, format_lsn, quote_literal, slot_info,
+    Decode, DiscoverOptions, PgError, SourceConn, SourceTable, TableSelector, format_lsn,
+    quote_literal, slot_info,
 };
 
 use crate::apply::{Applier, SourceContext, TableApply};
@@ -48,6 +49,11 @@ pub struct StreamOptions {
     pub discover: DiscoverOptions,
     /// Connections used when a table is copied again.
     pub copy_parallelism: usize,
+    /// `[source] tables`: new tables matching them are copied and then streamed (empty:
+    /// only the tables the lake has).
+    pub tables: Vec<String>,
+    /// How often to look for new tables.
+    pub discovery_interval: Duration,
     /// Stop with the lake at exactly this LSN (`walden verify`): every transaction
     /// committing before it applied, none committing at or after it. Reached on a Begin
     /// whose commit LSN is at or past it, or on a server position at or past it between
@@ -69,6 +75,8 @@ impl Default for StreamOptions {
             until_caught_up: false,
             discover: DiscoverOptions::default(),
             copy_parallelism: 2,
+            tables: Vec::new(),
+            discovery_interval: Duration::from_secs(30),
             until_lsn: None,
         }
     }
@@ -77,9 +85,13 @@ impl Default for StreamOptions {
 /// How a session ended.
 enum SessionEnd {
     Done(StreamOutcome),
-    /// Everything up to a transaction boundary is committed; these tables (with the
-    /// reason) must be copied again before streaming resumes.
-    Recopy(Vec<(u32, String)>),
+    /// Everything up to a transaction boundary is committed; tables must be copied
+    /// before streaming resumes: replicated ones again (with the reason), and new ones
+    /// matching `[source] tables`.
+    Copy {
+        recopy: Vec<(u32, String)>,
+        add: Vec<SourceTable>,
+    },
 }
 
 /// How streaming ended.
@@ -119,10 +131,10 @@ pub async fn stream(
         };
         let ended = match session.run(&mut cancel, &mut target).await {
             Ok(SessionEnd::Done(outcome)) => return Ok(outcome),
-            Ok(SessionEnd::Recopy(tables)) => {
+            Ok(SessionEnd::Copy { recopy, add }) => {
                 // A failure here leaves the lake as it was: the next session meets the same
-                // change and asks for the copy again.
-                crate::sync::recopy_tables(conn, lake, options, &tables, cancel.clone()).await
+                // change (or finds the same new tables) and asks for the copy again.
+                crate::sync::recopy_tables(conn, lake, options, &recopy, &add, cancel.clone()).await
             }
             Err(e) => Err(e),
         };
@@ -450,6 +462,11 @@ impl Session<'_> {
         // `until_lsn`: every transaction committing before it has been applied, and
         // nothing after it.
         let mut until_reached = false;
+        // Tables matching `[source] tables` the lake does not have yet.
+        let mut new_tables = self.new_tables(&control, &state).await?;
+        let mut discovery = tokio::time::interval(self.options.discovery_interval);
+        discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        discovery.reset();
 
         loop {
             if let Some(until) = self.options.until_lsn.filter(|_| until_reached) {
@@ -458,7 +475,8 @@ impl Session<'_> {
                 stopping = true;
             }
             let caught_up = target.is_some_and(|t| committed >= t);
-            if (stopping || caught_up || applier.wants_recopy()) && !in_txn {
+            let copy_due = applier.wants_recopy() || !new_tables.is_empty();
+            if (stopping || caught_up || copy_due) && !in_txn {
                 if pending_lsn > committed {
                     committed = self
                         .flush(&mut applier, &client, &state, pending_lsn)
@@ -466,14 +484,16 @@ impl Session<'_> {
                     lag_metrics(server_wal_end, committed, pending_commit_time.take());
                 }
                 let caught_up = target.is_some_and(|t| committed >= t);
-                let recopy = applier.recopies();
-                if stopping || caught_up || !recopy.is_empty() {
+                if stopping || caught_up || copy_due {
                     // The transport sends a raised acknowledgement once its status interval
                     // has passed since the last one; give it that long before closing.
                     tokio::time::sleep(STATUS_INTERVAL + Duration::from_millis(100)).await;
                     let _ = client.shutdown().await;
-                    if !recopy.is_empty() {
-                        return Ok(SessionEnd::Recopy(recopy));
+                    if copy_due && !stopping {
+                        return Ok(SessionEnd::Copy {
+                            recopy: applier.recopies(),
+                            add: new_tables,
+                        });
                     }
                     return Ok(SessionEnd::Done(StreamOutcome {
                         lsn: committed,
@@ -560,6 +580,12 @@ impl Session<'_> {
                         lag_metrics(server_wal_end, committed, pending_commit_time.take());
                         first_pending = None;
                         last_commit = Instant::now();
+                    }
+                }
+                _ = discovery.tick(), if new_tables.is_empty() && !self.options.tables.is_empty() => {
+                    match self.new_tables(&control, &state).await {
+                        Ok(found) => new_tables = found,
+                        Err(e) => tracing::warn!(error = %error_chain(&e), "could not look for new tables"),
                     }
                 }
                 _ = wal_check.tick() => {
@@ -665,6 +691,56 @@ impl Session<'_> {
         metrics::gauge!("walden_buffered_bytes").set(applier.buffered_bytes() as f64);
         metrics::gauge!("walden_index_memory_bytes").set(applier.index_bytes() as f64);
         Ok(lsn)
+    }
+
+    /// Tables matching `[source] tables` that the lake does not replicate yet and that
+    /// pass the preflight rules (a table that does not is named in a warning, once).
+    async fn new_tables(
+        &self,
+        control: &tokio_postgres::Client,
+        state: &StreamState,
+    ) -> Result<Vec<SourceTable>> {
+        if self.options.tables.is_empty() || self.options.until_lsn.is_some() {
+            return Ok(Vec::new());
+        }
+        let selector = TableSelector::new(&self.options.tables).map_err(refused)?;
+        let found = walden_pg::discover(control, &selector, &self.options.discover).await?;
+        let mut new = Vec::new();
+        for t in found {
+            if state.tables.iter().any(|s| s.oid == t.oid) {
+                continue;
+            }
+            let problem = if !t.can_select {
+                Some("walden's role may not SELECT from it".to_string())
+            } else if !t.replication_safe() {
+                Some(
+                    "it has no primary key and REPLICA IDENTITY is not FULL: publishing it \
+                     would make its UPDATE and DELETE fail on the primary"
+                        .to_string(),
+                )
+            } else {
+                t.unsupported_columns().first().map(|(c, why)| {
+                    format!(
+                        "column {} ({}) has no lake type: {why}; map it to \"string\" in \
+                         [source] column_types",
+                        c.name, c.type_name
+                    )
+                })
+            };
+            match problem {
+                Some(why) => {
+                    static WARNED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+                    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+                    if !warned.contains(&t.oid) {
+                        warned.push(t.oid);
+                        tracing::warn!(table = %t.display_name(), reason = %why,
+                            "a new table matches [source] tables but cannot be replicated");
+                    }
+                }
+                None => new.push(t),
+            }
+        }
+        Ok(new)
     }
 
     async fn check_retained_wal(&self, control: &tokio_postgres::Client) {

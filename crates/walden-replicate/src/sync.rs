@@ -583,6 +583,7 @@ pub(crate) async fn recopy_tables(
     lake: &Lake,
     options: &crate::StreamOptions,
     recopy: &[(u32, String)],
+    add: &[SourceTable],
     cancel: watch::Receiver<bool>,
 ) -> Result<()> {
     let slot = options.slot.as_str();
@@ -599,8 +600,12 @@ pub(crate) async fn recopy_tables(
         .filter(|t| recopy.iter().any(|(oid, _)| *oid == t.oid))
         .collect();
     let patterns: Vec<String> = wanted.iter().map(|t| t.source.clone()).collect();
-    let selector = walden_pg::TableSelector::new(&patterns).map_err(SyncError::Refused)?;
-    let found = walden_pg::discover(&control, &selector, &options.discover).await?;
+    let found = if patterns.is_empty() {
+        Vec::new()
+    } else {
+        let selector = walden_pg::TableSelector::new(&patterns).map_err(SyncError::Refused)?;
+        walden_pg::discover(&control, &selector, &options.discover).await?
+    };
     let mut tables = Vec::with_capacity(wanted.len());
     for t in &wanted {
         let source = found.iter().find(|s| s.oid == t.oid).ok_or_else(|| {
@@ -612,6 +617,11 @@ pub(crate) async fn recopy_tables(
             ))
         })?;
         tables.push(source.clone());
+    }
+    let added_from = tables.len();
+    if !add.is_empty() {
+        walden_pg::add_to_publication(&control, &options.publication, add).await?;
+        tables.extend(add.iter().cloned());
     }
 
     let mut targets = Vec::with_capacity(tables.len());
@@ -650,9 +660,9 @@ pub(crate) async fn recopy_tables(
         ExportedSnapshot::create_temporary(conn, &temp_slot, &options.publication).await?;
     let at = snapshot.consistent_point;
     tracing::info!(
-        tables = %patterns.join(", "),
+        tables = %tables.iter().map(SourceTable::display_name).collect::<Vec<_>>().join(", "),
         lsn = %format_lsn(at),
-        "copying tables again"
+        "copying tables"
     );
     let copy_options = SyncOptions {
         slot: temp_slot.clone(),
@@ -680,24 +690,45 @@ pub(crate) async fn recopy_tables(
         change.data_files = files.remove(&i).unwrap_or_default();
         change.replace = true;
         change.summary.insert("walden.lsn".into(), format_lsn(at));
-        change
-            .summary
-            .insert("walden.operation".into(), "recopy".into());
+        change.summary.insert(
+            "walden.operation".into(),
+            if i >= added_from {
+                "initial-sync"
+            } else {
+                "recopy"
+            }
+            .into(),
+        );
         changes.push(change);
         let reason = recopy
             .iter()
             .find(|(oid, _)| *oid == t.oid)
             .map(|(_, why)| why.as_str())
             .unwrap_or_default();
+        let copied = rows.get(&i).copied().unwrap_or(0);
+        if i >= added_from {
+            state.tables.push(TableState {
+                source: t.display_name(),
+                oid: t.oid,
+                lake: lake_name(t).to_string(),
+                rows: copied,
+                primary_key: t.primary_key.clone(),
+                synced_lsn: at,
+                columns: column_states(t),
+            });
+            tracing::info!(table = %t.display_name(), rows = copied, lsn = %format_lsn(at),
+                "new table copied; streaming it from here");
+            continue;
+        }
         if let Some(ts) = state.tables.iter_mut().find(|s| s.oid == t.oid) {
-            ts.rows = rows.get(&i).copied().unwrap_or(0);
+            ts.rows = copied;
             ts.primary_key = t.primary_key.clone();
             ts.synced_lsn = at;
             ts.columns = column_states(t);
         }
         tracing::warn!(
             table = %t.display_name(),
-            rows = rows.get(&i).copied().unwrap_or(0),
+            rows = copied,
             lsn = %format_lsn(at),
             reason,
             "table copied again"

@@ -61,6 +61,10 @@ pub struct SourceSection {
     /// Warn when the slot retains more WAL on the source than this.
     #[serde(default = "default_retained_wal_warn_bytes")]
     pub retained_wal_warn_bytes: u64,
+    /// While streaming, look this often for new tables matching `tables` (they are
+    /// copied, then streamed).
+    #[serde(default = "default_table_discovery_interval_ms")]
+    pub table_discovery_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,6 +144,9 @@ pub struct Principal {
 
 fn default_walden() -> String {
     "walden".into()
+}
+fn default_table_discovery_interval_ms() -> u64 {
+    30_000
 }
 fn default_tables() -> Vec<String> {
     vec!["public.*".into()]

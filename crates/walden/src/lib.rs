@@ -217,6 +217,10 @@ fn stream_options(config: &Config, source: &config::SourceSection) -> Result<Str
         retained_wal_warn_bytes: source.retained_wal_warn_bytes,
         discover: source.discover_options()?,
         copy_parallelism: source.copy_parallelism,
+        tables: source.tables.clone(),
+        discovery_interval: std::time::Duration::from_millis(
+            source.table_discovery_interval_ms.max(100),
+        ),
         ..Default::default()
     })
 }

@@ -6,6 +6,7 @@ mod compare;
 mod faults;
 mod initial_sync;
 mod preflight;
+mod schema;
 mod streaming;
 mod verify;
 
