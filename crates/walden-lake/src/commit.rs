@@ -238,11 +238,7 @@ impl Lake {
         .ctx(|| ctx("building the new metadata"))?
         .metadata;
 
-        let version = table
-            .metadata_location()
-            .and_then(metadata_version)
-            .map_or(0, |v| v + 1);
-        let location = format!("{meta_dir}/{version:05}-{}.metadata.json", Uuid::new_v4());
+        let location = next_metadata_location(table);
         let json = serde_json::to_vec(&metadata)
             .map_err(|e| LakeError::Invalid(ctx(&format!("serializing metadata: {e}"))))?;
         io.new_output(&location)
@@ -252,6 +248,19 @@ impl Lake {
             .ctx(|| ctx("writing the metadata file"))?;
         Ok((location, metadata))
     }
+}
+
+/// Where the table's next metadata file goes: `<location>/metadata/<version+1>-<uuid>.metadata.json`.
+pub(crate) fn next_metadata_location(table: &LakeTable) -> String {
+    let version = table
+        .metadata_location()
+        .and_then(metadata_version)
+        .map_or(0, |v| v + 1);
+    format!(
+        "{}/metadata/{version:05}-{}.metadata.json",
+        table.metadata().location(),
+        Uuid::new_v4()
+    )
 }
 
 /// The version number at the start of a metadata file name (`00012-<uuid>.metadata.json`).

@@ -13,6 +13,7 @@
 mod catalog;
 mod commit;
 mod error;
+mod maintain;
 mod read;
 mod scan;
 pub mod schema;
@@ -33,6 +34,7 @@ pub use commit::{Commit, CommitOutcome, TableChange};
 pub use error::{LakeError, Result};
 pub use iceberg::io::FileIO;
 pub use iceberg::spec::DataFile;
+pub use maintain::ExpireOutcome;
 pub use scan::PlannedFile;
 pub use schema::{Column, ColumnType, EvolvedColumn, TableSchema, promotion_blocker};
 pub use writer::{DataFileWriter, PositionDeleteWriter, WriterOptions};
@@ -199,7 +201,7 @@ pub struct LakeTable {
 }
 
 impl LakeTable {
-    fn new(
+    pub(crate) fn new(
         name: TableName,
         metadata: Arc<TableMetadata>,
         metadata_location: Option<String>,

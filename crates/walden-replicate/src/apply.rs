@@ -972,6 +972,171 @@ impl TableApply {
     }
 }
 
+/// How maintenance runs while streaming.
+#[derive(Debug, Clone)]
+pub struct MaintenanceOptions {
+    /// How often one maintenance step runs (one table per step, round robin); `None`: never.
+    pub interval: Option<std::time::Duration>,
+    /// Snapshots younger than this are kept (time travel); older ones expire, and files
+    /// only they referenced are deleted. Unreferenced files younger than this are kept too.
+    pub snapshot_retention: std::time::Duration,
+    /// Files smaller than this are compacted together.
+    pub small_file_bytes: u64,
+    /// Files with at least this share of deleted rows are rewritten.
+    pub deleted_share: f64,
+}
+
+impl Default for MaintenanceOptions {
+    fn default() -> Self {
+        Self {
+            interval: Some(std::time::Duration::from_secs(60)),
+            snapshot_retention: std::time::Duration::from_secs(3600),
+            small_file_bytes: 32 * 1024 * 1024,
+            deleted_share: 0.2,
+        }
+    }
+}
+
+/// Rows compacted per written slice (each slice's rows get consecutive positions).
+const COMPACT_SLICE_ROWS: usize = 64 * 1024;
+
+impl TableApply {
+    /// One compaction step: the live rows of the table's small files and files with many
+    /// deleted rows (up to about one target file's worth) are sorted by primary key and
+    /// written to new files, which replace them in one commit; the index follows the rows.
+    /// Only runs with nothing buffered or pending (right after a flush).
+    async fn compact(
+        &mut self,
+        lake: &Lake,
+        writer: &WriterOptions,
+        options: &MaintenanceOptions,
+    ) -> Result<usize> {
+        if self.touched() || self.recopy.is_some() || self.lake.metadata_location().is_none() {
+            return Ok(0);
+        }
+        let io = lake.file_io();
+        let files = self.lake.plan_files(io).await?;
+        let delete_files: u64 = self
+            .lake
+            .snapshot_property("total-delete-files")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let live = |f: &walden_lake::PlannedFile| f.record_count - f.deleted.len() as u64;
+        let share =
+            |f: &walden_lake::PlannedFile| f.deleted.len() as f64 / f.record_count.max(1) as f64;
+        let mut candidates: Vec<&walden_lake::PlannedFile> = files
+            .iter()
+            .filter(|f| {
+                f.file_size < options.small_file_bytes
+                    || share(f) >= options.deleted_share
+                    || (delete_files > 16 && !f.deleted.is_empty())
+            })
+            .collect();
+        candidates.sort_by(|a, b| {
+            share(b)
+                .total_cmp(&share(a))
+                .then(a.file_size.cmp(&b.file_size))
+        });
+        let mut chosen = Vec::new();
+        let mut bytes = 0u64;
+        for f in candidates {
+            if bytes >= writer.target_file_size_bytes && !chosen.is_empty() {
+                break;
+            }
+            bytes += f.file_size * live(f) / f.record_count.max(1);
+            chosen.push(f);
+        }
+        let worth = chosen.len() >= 2 || chosen.iter().any(|f| !f.deleted.is_empty());
+        if !worth {
+            return Ok(0);
+        }
+        let started = std::time::Instant::now();
+        let all: Vec<usize> = (0..self.lake.arrow_schema().fields().len()).collect();
+        let mut batches = Vec::new();
+        for f in &chosen {
+            if live(f) == 0 {
+                continue;
+            }
+            let rows = (!f.deleted.is_empty()).then(|| live_positions(f.record_count, &f.deleted));
+            batches.push(
+                self.lake
+                    .read_data_file(io, &f.path, &all, rows.as_deref())
+                    .await?,
+            );
+        }
+        let schema = self.lake.arrow_schema().clone();
+        let arrow_err = |e: arrow::error::ArrowError| {
+            SyncError::Refused(format!("{}: compacting: {e}", self.name))
+        };
+        let batch = arrow::compute::concat_batches(&schema, &batches).map_err(arrow_err)?;
+        drop(batches);
+        // Sorted by primary key: readers prune by key ranges, and files stay ordered.
+        let key_cols: Vec<usize> = self
+            .primary_key
+            .iter()
+            .filter_map(|k| schema.index_of(k).ok())
+            .collect();
+        let batch = if !key_cols.is_empty() && batch.num_rows() > 1 {
+            let sort: Vec<arrow::compute::SortColumn> = key_cols
+                .iter()
+                .map(|&c| arrow::compute::SortColumn {
+                    values: batch.column(c).clone(),
+                    options: None,
+                })
+                .collect();
+            let order = arrow::compute::lexsort_to_indices(&sort, None).map_err(arrow_err)?;
+            arrow::compute::take_record_batch(&batch, &order).map_err(arrow_err)?
+        } else {
+            batch
+        };
+        let mut w = DataFileWriter::new(io, &self.lake, writer.clone());
+        let mut placed: Vec<(Arc<str>, u64, usize, usize)> = Vec::new();
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = COMPACT_SLICE_ROWS.min(batch.num_rows() - offset);
+            let (path, first) = w.write(&batch.slice(offset, len)).await?;
+            placed.push((path, first, offset, len));
+            offset += len;
+        }
+        let added = w.close().await?;
+        let removed: Vec<String> = chosen.iter().map(|f| f.path.clone()).collect();
+        crate::failpoint("compact-before-commit");
+        self.lake = lake.rewrite_files(&self.lake, &removed, added).await?;
+        // The index follows the rows to their new places.
+        if self.index.is_some() {
+            if self.multiset() || self.relation.is_none() {
+                self.index = None;
+                self.encoder = None;
+            } else {
+                let keys = self.encoder()?.keys(&batch)?;
+                let index = self.index.as_mut().expect("checked");
+                for (path, first, offset, len) in placed {
+                    let file = index.file_id(&path);
+                    for i in 0..len {
+                        index.insert(
+                            keys[offset + i],
+                            Loc {
+                                file,
+                                pos: (first + i as u64) as u32,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            table = %self.name,
+            files = removed.len(),
+            rows = batch.num_rows(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compacted"
+        );
+        metrics::counter!("walden_compacted_files_total", "table" => self.name.to_string())
+            .increment(removed.len() as u64);
+        Ok(removed.len())
+    }
+}
+
 /// Statistics of one commit.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FlushStats {
@@ -989,6 +1154,8 @@ pub(crate) struct Applier {
     pub tables: HashMap<u32, TableApply>,
     /// A table waits to be copied again.
     recopy_pending: bool,
+    /// The table (by sorted position) the last maintenance step took.
+    maintain_turn: usize,
     writer: WriterOptions,
     /// Buffered bytes above which buffers are written to pending files.
     spill_bytes: usize,
@@ -1014,6 +1181,7 @@ impl Applier {
             source,
             tables: tables.into_iter().map(|t| (t.oid, t)).collect(),
             recopy_pending: false,
+            maintain_turn: 0,
             writer,
             spill_bytes,
             since_check: 0,
@@ -1127,6 +1295,59 @@ impl Applier {
         }
         crate::failpoint("stream-after-spill");
         Ok(())
+    }
+
+    /// One maintenance step for the next table in turn: compaction, then snapshot
+    /// expiration and removal of unreferenced files. Runs between flushes, so it holds
+    /// replication up for one step at most; a failure is logged, never fatal (the lake is
+    /// unchanged by a failed step, and the next step tries again).
+    pub async fn maintain(&mut self, options: &MaintenanceOptions) {
+        let mut oids: Vec<u32> = self.tables.keys().copied().collect();
+        if oids.is_empty() {
+            return;
+        }
+        oids.sort_unstable();
+        self.maintain_turn = (self.maintain_turn + 1) % oids.len();
+        let oid = oids[self.maintain_turn];
+        let started = std::time::Instant::now();
+        let lake = self.lake.clone();
+        let writer = self.writer.clone();
+        let Some(t) = self.tables.get_mut(&oid) else {
+            return;
+        };
+        if let Err(e) = t.compact(&lake, &writer, options).await {
+            tracing::warn!(table = %t.name, error = %e, "compaction failed; it is tried again later");
+            // The index may point at files of the failed step: rebuild it when needed.
+            t.index = None;
+            t.encoder = None;
+            if let Ok(Some(fresh)) = lake.load_table(&t.name).await {
+                t.lake = fresh;
+            }
+            return;
+        }
+        let keep_since =
+            chrono::Utc::now().timestamp_millis() - options.snapshot_retention.as_millis() as i64;
+        match lake.expire_snapshots(&t.lake, keep_since).await {
+            Ok((table, outcome)) => {
+                t.lake = table;
+                if outcome.snapshots_removed + outcome.files_deleted > 0 {
+                    tracing::debug!(table = %t.name, snapshots = outcome.snapshots_removed,
+                        files = outcome.files_deleted, "expired snapshots and removed unreferenced files");
+                }
+                metrics::counter!("walden_expired_snapshots_total", "table" => t.name.to_string())
+                    .increment(outcome.snapshots_removed as u64);
+                metrics::counter!("walden_deleted_files_total", "table" => t.name.to_string())
+                    .increment(outcome.files_deleted as u64);
+            }
+            Err(e) => {
+                tracing::warn!(table = %t.name, error = %e, "snapshot expiration failed; it is tried again later");
+                if let Ok(Some(fresh)) = lake.load_table(&t.name).await {
+                    t.lake = fresh;
+                }
+            }
+        }
+        metrics::histogram!("walden_maintenance_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
     }
 
     /// Index memory across tables.

@@ -19,6 +19,7 @@ mod stream;
 mod sync;
 mod verify;
 
+pub use apply::MaintenanceOptions;
 pub use stream::{StreamOptions, StreamOutcome, stream};
 pub use sync::{
     Quiet, SyncObserver, SyncOptions, SyncOutcome, initial_sync, prepare_resync, teardown,

@@ -24,7 +24,7 @@ use walden_pg::{
     quote_literal, slot_info,
 };
 
-use crate::apply::{Applier, SourceContext, TableApply};
+use crate::apply::{Applier, MaintenanceOptions, SourceContext, TableApply};
 use crate::{Phase, Result, StreamState, SyncError};
 
 /// How to stream.
@@ -54,6 +54,8 @@ pub struct StreamOptions {
     pub tables: Vec<String>,
     /// How often to look for new tables.
     pub discovery_interval: Duration,
+    /// Compaction and snapshot expiration between flushes.
+    pub maintenance: MaintenanceOptions,
     /// Stop with the lake at exactly this LSN (`walden verify`): every transaction
     /// committing before it applied, none committing at or after it. Reached on a Begin
     /// whose commit LSN is at or past it, or on a server position at or past it between
@@ -77,6 +79,7 @@ impl Default for StreamOptions {
             copy_parallelism: 2,
             tables: Vec::new(),
             discovery_interval: Duration::from_secs(30),
+            maintenance: MaintenanceOptions::default(),
             until_lsn: None,
         }
     }
@@ -467,6 +470,12 @@ impl Session<'_> {
         let mut discovery = tokio::time::interval(self.options.discovery_interval);
         discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         discovery.reset();
+        let mut maintenance = self.options.maintenance.interval.map(|d| {
+            let mut i = tokio::time::interval(d);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i.reset();
+            i
+        });
 
         loop {
             if let Some(until) = self.options.until_lsn.filter(|_| until_reached) {
@@ -586,6 +595,12 @@ impl Session<'_> {
                     match self.new_tables(&control, &state).await {
                         Ok(found) => new_tables = found,
                         Err(e) => tracing::warn!(error = %error_chain(&e), "could not look for new tables"),
+                    }
+                }
+                _ = async { maintenance.as_mut().expect("guarded").tick().await }, if maintenance.is_some() && self.options.until_lsn.is_none() => {
+                    // Between flushes only: nothing buffered, no transaction open.
+                    if !in_txn && !applier.has_changes() {
+                        applier.maintain(&self.options.maintenance).await;
                     }
                 }
                 _ = wal_check.tick() => {

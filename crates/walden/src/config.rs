@@ -80,6 +80,13 @@ pub struct LakeSection {
     /// the commit: the bound on replication memory besides the row index.
     #[serde(default = "default_max_buffer_bytes")]
     pub max_buffer_bytes: u64,
+    /// While streaming, one maintenance step (compaction, snapshot expiration, removal of
+    /// unreferenced files) for one table in turn this often; 0 = off.
+    #[serde(default = "default_maintenance_interval_ms")]
+    pub maintenance_interval_ms: u64,
+    /// Snapshots (time travel) younger than this are kept.
+    #[serde(default = "default_snapshot_retention_ms")]
+    pub snapshot_retention_ms: u64,
 }
 
 impl Default for LakeSection {
@@ -89,6 +96,8 @@ impl Default for LakeSection {
             flush_interval_ms: default_flush_interval_ms(),
             target_file_size_bytes: default_target_file_size_bytes(),
             max_buffer_bytes: default_max_buffer_bytes(),
+            maintenance_interval_ms: default_maintenance_interval_ms(),
+            snapshot_retention_ms: default_snapshot_retention_ms(),
         }
     }
 }
@@ -171,6 +180,12 @@ fn default_flush_interval_ms() -> u64 {
 }
 fn default_target_file_size_bytes() -> u64 {
     128 * 1024 * 1024
+}
+fn default_maintenance_interval_ms() -> u64 {
+    60_000
+}
+fn default_snapshot_retention_ms() -> u64 {
+    3_600_000
 }
 fn default_max_buffer_bytes() -> u64 {
     64 * 1024 * 1024

@@ -221,6 +221,13 @@ fn stream_options(config: &Config, source: &config::SourceSection) -> Result<Str
         discovery_interval: std::time::Duration::from_millis(
             source.table_discovery_interval_ms.max(100),
         ),
+        maintenance: walden_replicate::MaintenanceOptions {
+            interval: (config.lake.maintenance_interval_ms > 0)
+                .then(|| std::time::Duration::from_millis(config.lake.maintenance_interval_ms)),
+            snapshot_retention: std::time::Duration::from_millis(config.lake.snapshot_retention_ms),
+            small_file_bytes: config.lake.target_file_size_bytes / 4,
+            ..Default::default()
+        },
         ..Default::default()
     })
 }

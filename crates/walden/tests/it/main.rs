@@ -5,6 +5,7 @@
 mod compare;
 mod faults;
 mod initial_sync;
+mod maintenance;
 mod preflight;
 mod schema;
 mod streaming;
