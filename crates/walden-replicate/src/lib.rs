@@ -67,7 +67,8 @@ impl SyncError {
 /// `kill -9`). Points: `copy-after-batch` (initial copy, after a batch was written),
 /// `stream-after-data-files` (a flush wrote its data and delete files, before the catalog
 /// commit), `stream-after-commit` (committed, not yet acknowledged), `stream-after-ack`
-/// (acknowledged), `stream-after-spill` (a big transaction spilled to pending files).
+/// (acknowledged), `stream-after-spill` (a big transaction spilled to pending files),
+/// `compact-before-commit` (a compaction step wrote its files, before its commit).
 /// Tests use it to show the lake converges after a crash at each point.
 pub(crate) fn failpoint(name: &str) {
     if failpoint_armed(name) {

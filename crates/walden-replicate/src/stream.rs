@@ -470,6 +470,7 @@ impl Session<'_> {
         let mut discovery = tokio::time::interval(self.options.discovery_interval);
         discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         discovery.reset();
+        let mut maintenance_due = false;
         let mut maintenance = self.options.maintenance.interval.map(|d| {
             let mut i = tokio::time::interval(d);
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -546,6 +547,10 @@ impl Session<'_> {
                                 || applier.buffered_bytes() >= self.options.spill_bytes;
                             if due {
                                 committed = self.flush(&mut applier, &client, &state, pending_lsn).await?;
+                                if maintenance_due {
+                                    maintenance_due = false;
+                                    applier.maintain(&self.options.maintenance).await;
+                                }
                                 lag_metrics(server_wal_end, committed, pending_commit_time.take());
                                 first_pending = None;
                                 last_commit = Instant::now();
@@ -586,6 +591,10 @@ impl Session<'_> {
                     };
                     if due {
                         committed = self.flush(&mut applier, &client, &state, pending_lsn).await?;
+                        if maintenance_due {
+                            maintenance_due = false;
+                            applier.maintain(&self.options.maintenance).await;
+                        }
                         lag_metrics(server_wal_end, committed, pending_commit_time.take());
                         first_pending = None;
                         last_commit = Instant::now();
@@ -598,9 +607,12 @@ impl Session<'_> {
                     }
                 }
                 _ = async { maintenance.as_mut().expect("guarded").tick().await }, if maintenance.is_some() && self.options.until_lsn.is_none() => {
-                    // Between flushes only: nothing buffered, no transaction open.
+                    // Between flushes only: nothing buffered, no transaction open. Under
+                    // steady load that is right after the next flush.
                     if !in_txn && !applier.has_changes() {
                         applier.maintain(&self.options.maintenance).await;
+                    } else {
+                        maintenance_due = true;
                     }
                 }
                 _ = wal_check.tick() => {

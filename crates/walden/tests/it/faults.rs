@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use walden_lake::Lake;
 use walden_testkit::{LocalPgOptions, LocalPostgres};
 
 use crate::streaming::catch_up;
@@ -161,7 +162,9 @@ async fn random_sigkills_and_postgres_restarts_converge_exactly() {
 async fn a_crash_at_every_failpoint_loses_and_duplicates_nothing() {
     let (_, url, client) = database("failpoints", SCHEMA).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &url, "");
+    config(dir.path(), &url, "");
+    // Maintenance often, so a crash inside a compaction step is reached too.
+    let cfg = crate::extend_config(dir.path(), "maintenance_interval_ms = 200");
     let cfg_path = dir.path().join("walden.toml");
 
     // During the initial copy: nothing visible, the slot gone, the next run copies.
@@ -185,6 +188,7 @@ async fn a_crash_at_every_failpoint_loses_and_duplicates_nothing() {
         "stream-after-data-files",
         "stream-after-commit",
         "stream-after-ack",
+        "compact-before-commit",
     ] {
         let mut child = spawn_replicator(&cfg_path, Some(point));
         // Changes until the replicator reaches the point and aborts.
@@ -253,4 +257,119 @@ async fn a_transaction_larger_than_the_buffer_cap_streams_through_pending_files(
     catch_up(&cfg).await;
     assert_same(&client, &cfg, "wide").await;
     check_with_python_readers(&cfg.lake.warehouse, &url, &["public.wide"]);
+}
+
+/// Mounts a tmpfs of `size` at `dir` (root only); `false` if this machine does not allow it.
+fn mount_tmpfs(dir: &Path, size: &str) -> bool {
+    std::fs::create_dir_all(dir).unwrap();
+    Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_lake_disk_commits_and_acknowledges_nothing_then_recovers() {
+    let (_, url, client) = database(
+        "diskfull",
+        "CREATE TABLE blobs (id int PRIMARY KEY, body text);
+         INSERT INTO blobs VALUES (1, 'small');",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    if !mount_tmpfs(&lake_dir, "6m") {
+        // Mounting needs root (CI and the README's test command run as root); say so
+        // loudly rather than pass silently.
+        eprintln!(
+            "SKIPPED a_full_lake_disk_commits_and_acknowledges_nothing_then_recovers: cannot mount a tmpfs here"
+        );
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(lake_dir.clone());
+    let cfg = config(dir.path(), &url, "");
+    let cfg_path = dir.path().join("walden.toml");
+    catch_up(&cfg).await;
+    let before = Lake::open(&cfg.lake.warehouse)
+        .unwrap()
+        .progress(crate::slot(&cfg))
+        .unwrap()
+        .unwrap()
+        .lsn;
+
+    let lake = Lake::open(&cfg.lake.warehouse).unwrap();
+    // More than the disk holds: incompressible text, about 12 MB.
+    client
+        .batch_execute(
+            "INSERT INTO blobs SELECT g, string_agg(md5(random()::text || g || i), '')
+               FROM generate_series(2, 400) g, generate_series(1, 1000) i GROUP BY g;",
+        )
+        .await
+        .unwrap();
+    let log_path = dir.path().join("replicate.log");
+    let mut child = Command::new(walden_bin())
+        .args(["replicate", "--quiet", "-c", cfg_path.to_str().unwrap()])
+        .env_remove("WALDEN_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    // It fails to write, says why, and retries; nothing is committed or acknowledged.
+    let mut said = false;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("No space left on device") {
+            said = true;
+            break;
+        }
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(said, "no disk-full error reported:\n{log}");
+    assert!(child.try_wait().unwrap().is_none(), "it gave up:\n{log}");
+    assert_eq!(
+        lake.progress(crate::slot(&cfg)).unwrap().unwrap().lsn,
+        before
+    );
+    let slot = walden_pg::slot_info(&client, crate::slot(&cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        slot.confirmed_flush_lsn.is_some_and(|c| c <= before),
+        "acknowledged past the lake: {:?} > {before}",
+        slot.confirmed_flush_lsn
+    );
+
+    // Space returns: it recovers by itself.
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=256m"])
+        .arg(&lake_dir)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    let mut recovered = false;
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if lake.progress(crate::slot(&cfg)).unwrap().unwrap().lsn > before {
+            recovered = true;
+            break;
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(recovered, "it did not recover when space returned:\n{log}");
+    assert!(status.success(), "exit status {status:?}:\n{log}");
+    catch_up(&cfg).await;
+    assert_same(&client, &cfg, "blobs").await;
 }

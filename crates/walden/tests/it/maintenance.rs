@@ -45,7 +45,8 @@ async fn compaction_and_expiration_while_streaming_lose_and_resurrect_nothing() 
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    config(dir.path(), &url, "");
+    // A warning threshold of one byte: the retained-WAL check must say so.
+    config(dir.path(), &url, "retained_wal_warn_bytes = 1");
     let cfg = crate::extend_config(
         dir.path(),
         "flush_interval_ms = 100\nmaintenance_interval_ms = 150\nsnapshot_retention_ms = 0\n",
@@ -108,6 +109,10 @@ async fn compaction_and_expiration_while_streaming_lose_and_resurrect_nothing() 
         shape(&warehouse, "log").await
     );
     assert!(log.contains("compacted"), "{log}");
+    assert!(
+        log.contains("retains more WAL on the source than the warning threshold"),
+        "the retained-WAL warning: {log}"
+    );
 
     crate::streaming::catch_up(&cfg).await;
     assert_same(&client, &cfg, "accounts").await;
