@@ -51,6 +51,7 @@ pub(crate) struct Options {
     pub seconds: u64,
     pub warmup: u64,
     pub probe_interval: Duration,
+    pub maintenance_interval_ms: u64,
     pub runs: usize,
 }
 
@@ -102,6 +103,8 @@ struct RunResult {
     warmup_max: (f64, f64),
     /// Lake commits of the run (from walden's log): median and max milliseconds.
     flush_ms: (f64, f64),
+    /// Compaction steps during the run and the longest one, ms.
+    compactions: (usize, f64),
     /// Row-index builds (table, rows, milliseconds).
     index_builds: Vec<(String, u64, u64)>,
     peak_rss: u64,
@@ -197,6 +200,11 @@ pub(crate) async fn run(o: &Options, walden: &Path) -> Result<()> {
         median(results.iter().map(|r| r.flush_ms.1).collect())
     );
     println!(
+        "  compaction steps under load:    {} (longest, ms: {})",
+        per_run(|r| r.compactions.0 as f64),
+        per_run(|r| r.compactions.1)
+    );
+    println!(
         "  warm-up worst lag (not above):  walden {}, pg_recvlogical {}",
         per_run(|r| r.warmup_max.0),
         per_run(|r| r.warmup_max.1)
@@ -224,6 +232,14 @@ fn fmt_row(l: &Lags) -> String {
 async fn one_run(pg: &LocalPostgres, url: &str, o: &Options, walden: &Path) -> Result<RunResult> {
     let client = pg.connect("bench").await?;
     let (dir, cfg) = bench_config(url)?;
+    let text = std::fs::read_to_string(&cfg)?.replace(
+        "[lake]\n",
+        &format!(
+            "[lake]\nmaintenance_interval_ms = {}\nsnapshot_retention_ms = 60000\n",
+            o.maintenance_interval_ms
+        ),
+    );
+    std::fs::write(&cfg, text)?;
     let cfg_arg = cfg.to_str().unwrap_or_default().to_string();
     eprintln!("initial copy ...");
     run_measured(
@@ -404,8 +420,11 @@ async fn one_run(pg: &LocalPostgres, url: &str, o: &Options, walden: &Path) -> R
     let text = std::fs::read_to_string(&log)?;
     let mut flushes = Vec::new();
     let mut index_builds = Vec::new();
+    let mut compactions = Vec::new();
     for line in text.lines() {
-        if line.contains(" committed ") {
+        if line.contains(" compacted ") {
+            compactions.extend(log_field(line, "elapsed_ms").and_then(|v| v.parse::<f64>().ok()));
+        } else if line.contains(" committed ") {
             flushes.extend(log_field(line, "elapsed_ms").and_then(|v| v.parse::<f64>().ok()));
         } else if line.contains("built the row index") {
             index_builds.push((
@@ -437,6 +456,10 @@ async fn one_run(pg: &LocalPostgres, url: &str, o: &Options, walden: &Path) -> R
         baseline: Lags::of(&b),
         warmup_max: (warm_w, warm_b),
         flush_ms: (median(flushes.clone()), percentile(&flushes, 1.0)),
+        compactions: (
+            compactions.len(),
+            compactions.iter().copied().fold(0.0, f64::max),
+        ),
         index_builds,
         peak_rss: peak,
     })

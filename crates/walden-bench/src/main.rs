@@ -87,6 +87,10 @@ enum Bench {
         /// Milliseconds between probe transactions.
         #[arg(long, default_value_t = 100)]
         probe_interval_ms: u64,
+        /// walden's `[lake] maintenance_interval_ms` during the run: compaction and snapshot
+        /// expiration run under the load, so their pauses show in the lag.
+        #[arg(long, default_value_t = 5000)]
+        maintenance_interval_ms: u64,
         #[arg(long, default_value_t = 3)]
         runs: usize,
         #[arg(long)]
@@ -174,6 +178,7 @@ fn main() -> Result<()> {
             seconds,
             warmup,
             probe_interval_ms,
+            maintenance_interval_ms,
             runs,
             walden,
         } => {
@@ -186,6 +191,7 @@ fn main() -> Result<()> {
                     seconds,
                     warmup,
                     probe_interval: Duration::from_millis(probe_interval_ms.max(1)),
+                    maintenance_interval_ms,
                     runs: runs.max(1),
                 },
                 &walden,
