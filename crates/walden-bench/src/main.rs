@@ -25,6 +25,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use walden_testkit::{LocalPgOptions, LocalPostgres};
 
+mod bigtxn;
 mod freshness;
 mod memory;
 
@@ -61,6 +62,16 @@ enum Bench {
         /// transactions of 1000).
         #[arg(long, default_value_t = 1_500_000)]
         changes: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        walden: Option<PathBuf>,
+    },
+    /// One multi-million-row transaction: time vs pg_recvlogical, and peak memory.
+    BigTransaction {
+        /// Rows inserted by the transaction (a tenth of them updated again in it).
+        #[arg(long, default_value_t = 5_000_000)]
+        rows: u64,
         #[arg(long, default_value_t = 3)]
         runs: usize,
         #[arg(long)]
@@ -170,6 +181,10 @@ fn main() -> Result<()> {
         } => {
             let walden = walden_binary(walden)?;
             rt.block_on(streaming(rows, changes, runs.max(1), &walden))
+        }
+        Bench::BigTransaction { rows, runs, walden } => {
+            let walden = walden_binary(walden)?;
+            rt.block_on(bigtxn::run(rows, runs.max(1), &walden))
         }
         Bench::Freshness {
             scale,

@@ -50,11 +50,17 @@ impl Lake {
     ///
     /// `table` must be the table as last committed: if anything committed since, this
     /// fails with [`LakeError::Conflict`] and changes nothing.
+    ///
+    /// With `merged_deletes`, every current delete file is dropped and these take their
+    /// place (position deletes of the kept files, merged; see
+    /// [`crate::PositionDeleteWriter`]): many small delete files become one without
+    /// rewriting the data files they point at.
     pub async fn rewrite_files(
         &self,
         table: &LakeTable,
         removed: &[String],
         added: Vec<DataFile>,
+        merged_deletes: Option<Vec<DataFile>>,
     ) -> Result<LakeTable> {
         let name = table.name();
         let base = table.metadata();
@@ -83,6 +89,7 @@ impl Lake {
                         kept.push(e);
                     }
                 }
+                _ if merged_deletes.is_some() => dropped_deletes += 1,
                 _ => {
                     let targets = delete_targets(io, e.file.file_path(), name).await?;
                     if targets.iter().any(|t| kept_data.contains(t.as_str())) {
@@ -115,7 +122,11 @@ impl Lake {
                 .iter()
                 .filter(|e| (e.file.content_type() == DataContentType::Data) != deletes)
                 .collect();
-            let new_files: &[DataFile] = if deletes { &[] } else { &added };
+            let new_files: &[DataFile] = match (deletes, &merged_deletes) {
+                (false, _) => &added,
+                (true, Some(merged)) => merged,
+                (true, None) => &[],
+            };
             if mine.is_empty() && new_files.is_empty() {
                 continue;
             }
@@ -156,15 +167,18 @@ impl Lake {
         let added_size: u64 = added.iter().map(DataFile::file_size_in_bytes).sum();
         let get = |k: &str| -> u64 { summary.get(k).and_then(|v| v.parse().ok()).unwrap_or(0) };
         let data_files = kept_data.len() as u64 + added.len() as u64;
+        let merged: &[DataFile] = merged_deletes.as_deref().unwrap_or(&[]);
         let delete_files = kept
             .iter()
             .filter(|e| e.file.content_type() != DataContentType::Data)
-            .count() as u64;
+            .count() as u64
+            + merged.len() as u64;
         let position_deletes: u64 = kept
             .iter()
             .filter(|e| e.file.content_type() != DataContentType::Data)
             .map(|e| e.file.record_count())
-            .sum();
+            .sum::<u64>()
+            + merged.iter().map(DataFile::record_count).sum::<u64>();
         let files_size: u64 = kept
             .iter()
             .filter(|e| e.file.content_type() == DataContentType::Data)

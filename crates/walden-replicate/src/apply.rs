@@ -984,6 +984,10 @@ pub struct MaintenanceOptions {
     pub small_file_bytes: u64,
     /// Files with at least this share of deleted rows are rewritten.
     pub deleted_share: f64,
+    /// Small files are compacted once there are at least this many.
+    pub min_small_files: usize,
+    /// Delete files are merged into one once there are at least this many.
+    pub max_delete_files: u64,
 }
 
 impl Default for MaintenanceOptions {
@@ -993,6 +997,8 @@ impl Default for MaintenanceOptions {
             snapshot_retention: std::time::Duration::from_secs(3600),
             small_file_bytes: 32 * 1024 * 1024,
             deleted_share: 0.2,
+            min_small_files: 8,
+            max_delete_files: 8,
         }
     }
 }
@@ -1024,19 +1030,22 @@ impl TableApply {
         let live = |f: &walden_lake::PlannedFile| f.record_count - f.deleted.len() as u64;
         let share =
             |f: &walden_lake::PlannedFile| f.deleted.len() as f64 / f.record_count.max(1) as f64;
-        let mut candidates: Vec<&walden_lake::PlannedFile> = files
+        // Files with many deleted rows are rewritten; small files only once there are
+        // enough of them to be worth a step (so a table's one modest file is not rewritten
+        // over and over), smallest first; up to about one target file per step.
+        let heavy = |f: &walden_lake::PlannedFile| share(f) >= options.deleted_share;
+        let small: Vec<&walden_lake::PlannedFile> = files
             .iter()
-            .filter(|f| {
-                f.file_size < options.small_file_bytes
-                    || share(f) >= options.deleted_share
-                    || (delete_files > 16 && !f.deleted.is_empty())
-            })
+            .filter(|f| !heavy(f) && f.file_size < options.small_file_bytes)
             .collect();
-        candidates.sort_by(|a, b| {
-            share(b)
-                .total_cmp(&share(a))
-                .then(a.file_size.cmp(&b.file_size))
-        });
+        let mut candidates: Vec<&walden_lake::PlannedFile> =
+            files.iter().filter(|f| heavy(f)).collect();
+        candidates.sort_by(|a, b| share(b).total_cmp(&share(a)));
+        if small.len() >= options.min_small_files {
+            let mut small = small;
+            small.sort_by_key(|f| f.file_size);
+            candidates.extend(small);
+        }
         let mut chosen = Vec::new();
         let mut bytes = 0u64;
         for f in candidates {
@@ -1046,8 +1055,9 @@ impl TableApply {
             bytes += f.file_size * live(f) / f.record_count.max(1);
             chosen.push(f);
         }
-        let worth = chosen.len() >= 2 || chosen.iter().any(|f| !f.deleted.is_empty());
-        if !worth {
+        // Many delete files pointing at files that stay: merge them into one.
+        let merge_deletes = delete_files >= options.max_delete_files;
+        if chosen.is_empty() && !merge_deletes {
             return Ok(0);
         }
         let started = std::time::Instant::now();
@@ -1100,8 +1110,29 @@ impl TableApply {
         }
         let added = w.close().await?;
         let removed: Vec<String> = chosen.iter().map(|f| f.path.clone()).collect();
+        let merged = if merge_deletes {
+            let mut pairs: Vec<(String, u64)> = files
+                .iter()
+                .filter(|f| !removed.contains(&f.path))
+                .flat_map(|f| f.deleted.iter().map(|&p| (f.path.clone(), p)))
+                .collect();
+            pairs.sort_unstable();
+            Some(if pairs.is_empty() {
+                Vec::new()
+            } else {
+                vec![
+                    PositionDeleteWriter::new(io, &self.lake)?
+                        .write(&pairs)
+                        .await?,
+                ]
+            })
+        } else {
+            None
+        };
         crate::failpoint("compact-before-commit");
-        self.lake = lake.rewrite_files(&self.lake, &removed, added).await?;
+        self.lake = lake
+            .rewrite_files(&self.lake, &removed, added, merged)
+            .await?;
         // The index follows the rows to their new places.
         if self.index.is_some() {
             if self.multiset() || self.relation.is_none() {
@@ -1127,6 +1158,7 @@ impl TableApply {
         tracing::info!(
             table = %self.name,
             files = removed.len(),
+            merged_delete_files = if merge_deletes { delete_files } else { 0 },
             rows = batch.num_rows(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "compacted"

@@ -91,7 +91,10 @@ async fn compaction_and_expiration_while_streaming_lose_and_resurrect_nothing() 
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let (data, deletes, snapshots) = shape(&warehouse, "accounts").await;
         let (ldata, ldeletes, _) = shape(&warehouse, "log").await;
-        if data == 1 && deletes == 0 && snapshots == 1 && ldata == 1 && ldeletes == 0 {
+        // Without maintenance each table would have a data file and a delete file per
+        // flush (dozens); with it, small files are compacted once there are 8 and delete
+        // files merged once there are 8, and one snapshot is kept.
+        if data <= 9 && deletes <= 8 && snapshots == 1 && ldata <= 9 && ldeletes <= 8 {
             settled = true;
             break;
         }
@@ -104,7 +107,7 @@ async fn compaction_and_expiration_while_streaming_lose_and_resurrect_nothing() 
     assert!(status.success(), "exit status {status:?}:\n{log}");
     assert!(
         settled,
-        "maintenance did not bring the tables to one file and one snapshot: accounts {:?}, log {:?}\n{log}",
+        "maintenance did not bound the files and snapshots: accounts {:?}, log {:?}\n{log}",
         shape(&warehouse, "accounts").await,
         shape(&warehouse, "log").await
     );

@@ -1,0 +1,131 @@
+//! `walden-bench big-transaction`: one source transaction of millions of rows, applied in
+//! bounded memory (buffers spill to pending files past `[lake] max_buffer_bytes`) and made
+//! visible in one commit. Each run inserts `rows` new rows and updates every tenth of them
+//! again in the same transaction, then times `pg_recvlogical` decoding it from its own
+//! pgoutput slot to /dev/null (the baseline) and `walden replicate --until-caught-up`
+//! applying it, with walden's peak RSS.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use walden_testkit::{LocalPgOptions, LocalPostgres};
+
+use crate::{bench_config, create_orders, median, run_measured};
+
+pub(crate) async fn run(rows: u64, runs: usize, walden: &Path) -> Result<()> {
+    let pg = LocalPostgres::start(LocalPgOptions {
+        data_dir: None,
+        settings: vec![
+            ("shared_buffers".into(), "1GB".into()),
+            ("max_wal_size".into(), "16GB".into()),
+        ],
+    })?;
+    let url = pg.create_database("bench").await?;
+    let client = pg.connect("bench").await?;
+    create_orders(&pg, "bench", 1000).await?;
+    let (dir, cfg) = bench_config(&url)?;
+    let cfg_arg = cfg.to_str().unwrap_or_default().to_string();
+    run_measured(
+        walden,
+        &[
+            "--config",
+            &cfg_arg,
+            "replicate",
+            "--until-caught-up",
+            "--quiet",
+        ],
+    )?;
+    let recvlogical = pg.bin_dir().join("pg_recvlogical");
+    let (mut base, mut ours, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
+    let mut next = 1_000_000_000i64;
+    for run in 0..runs {
+        client
+            .batch_execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                   WHERE slot_name = 'bench_recv';
+                 SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput');",
+            )
+            .await?;
+        eprintln!(
+            "run {}: one transaction of {rows} inserts + {} updates ...",
+            run + 1,
+            rows / 10
+        );
+        client
+            .batch_execute(&format!(
+                "BEGIN;
+                 INSERT INTO orders SELECT g, g % 1000003, 'pending', 9.99, now(), NULL, false
+                   FROM generate_series({next}::int8, {next}::int8 + {rows} - 1) g;
+                 UPDATE orders SET status = 'paid', paid = true
+                   WHERE id BETWEEN {next} AND {next} + {rows} - 1 AND id % 10 = 0;
+                 COMMIT;"
+            ))
+            .await?;
+        next += rows as i64;
+        let end: String = client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?
+            .get(0);
+        let t = Instant::now();
+        let status = Command::new(&recvlogical)
+            .args([
+                "-d",
+                url.as_str(),
+                "--slot",
+                "bench_recv",
+                "--start",
+                "-o",
+                "proto_version=1",
+                "-o",
+                "publication_names=bench",
+                "--endpos",
+                end.as_str(),
+                "-f",
+                "/dev/null",
+            ])
+            .status()?;
+        if !status.success() {
+            bail!("pg_recvlogical failed");
+        }
+        let b = t.elapsed().as_secs_f64();
+        let (w, peak) = run_measured(
+            walden,
+            &[
+                "--config",
+                &cfg_arg,
+                "replicate",
+                "--until-caught-up",
+                "--quiet",
+            ],
+        )?;
+        let changes = (rows + rows / 10) as f64;
+        eprintln!(
+            "run {}: pg_recvlogical {b:.2}s, walden {w:.2}s ({:.0} changes/s), peak RSS {:.0} MiB",
+            run + 1,
+            changes / w,
+            peak as f64 / 1048576.0
+        );
+        base.push(b);
+        ours.push(w);
+        peaks.push(peak as f64);
+    }
+    let (b, w) = (median(base), median(ours));
+    println!(
+        "one transaction of {rows} inserts + {} updates of them, {runs} runs, medians:",
+        rows / 10
+    );
+    println!("  pg_recvlogical (pgoutput v1) to /dev/null: {b:>8.2} s");
+    println!("  walden replicate --until-caught-up:        {w:>8.2} s");
+    println!(
+        "  ratio pg_recvlogical time / walden time:   {:>8.2}",
+        b / w
+    );
+    println!(
+        "  walden peak RSS:                           {:>8.0} MiB (max over runs; [lake] max_buffer_bytes = 64 MiB)",
+        peaks.iter().cloned().fold(0.0, f64::max) / 1048576.0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
