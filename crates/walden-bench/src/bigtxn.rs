@@ -1,7 +1,7 @@
 //! `walden-bench big-transaction`: one source transaction of millions of rows, applied in
 //! bounded memory (buffers spill to pending files past `[lake] max_buffer_bytes`) and made
-//! visible in one commit. Each run inserts `rows` new rows and updates every tenth of them
-//! again in the same transaction, then times `pg_recvlogical` decoding it from its own
+//! visible in one commit. Each run empties the table (TRUNCATE), then one transaction
+//! inserts `rows` rows and updates every tenth of them again, then times `pg_recvlogical` decoding it from its own
 //! pgoutput slot to /dev/null (the baseline) and `walden replicate --until-caught-up`
 //! applying it, with walden's peak RSS.
 
@@ -53,6 +53,9 @@ pub(crate) async fn run(rows: u64, runs: usize, walden: &Path) -> Result<()> {
             run + 1,
             rows / 10
         );
+        // An empty table first (the TRUNCATE streams too): every run applies the same
+        // transaction to the same state, and the row index holds only its rows.
+        client.batch_execute("TRUNCATE orders").await?;
         client
             .batch_execute(&format!(
                 "BEGIN;

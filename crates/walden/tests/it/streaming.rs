@@ -582,3 +582,64 @@ async fn a_streamed_value_that_does_not_fit_stops_with_its_column_and_commits_no
     catch_up(&cfg).await;
     assert_same(&client, &cfg, "n").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_heartbeat_emits_logical_messages_while_streaming() {
+    let (db, url, client) = database(
+        "heartbeat",
+        "CREATE TABLE quiet (id int PRIMARY KEY); INSERT INTO quiet VALUES (1);",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &url, "heartbeat_interval_ms = 200");
+    catch_up(&cfg).await;
+    // A second slot on this database shows every logical message emitted in it.
+    let watcher: String = format!("hb_{db}")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect::<String>()
+        .to_lowercase();
+    exec(
+        &client,
+        &format!("SELECT pg_create_logical_replication_slot('{watcher}', 'test_decoding')"),
+    )
+    .await;
+    let cfg_path = dir.path().join("walden.toml");
+    let mut child = std::process::Command::new(crate::walden_bin())
+        .args(["replicate", "--quiet", "-c", cfg_path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut beats = 0i64;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        beats = client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM pg_logical_slot_peek_changes('{watcher}', NULL, NULL)
+                     WHERE data LIKE '%prefix: walden.heartbeat%'"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if beats >= 3 {
+            break;
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    exec(
+        &client,
+        &format!("SELECT pg_drop_replication_slot('{watcher}')"),
+    )
+    .await;
+    assert!(beats >= 3, "only {beats} heartbeat messages");
+    assert!(status.success());
+    // Messages are not rows: the lake is unchanged.
+    assert_same(&client, &cfg, "quiet").await;
+}
