@@ -270,6 +270,7 @@ fn mount_tmpfs(dir: &Path, size: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::print_stderr)] // the skip notice where a tmpfs cannot be mounted
 async fn a_full_lake_disk_commits_and_acknowledges_nothing_then_recovers() {
     let (_, url, client) = database(
         "diskfull",
