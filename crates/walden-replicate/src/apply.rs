@@ -469,6 +469,46 @@ impl TableApply {
         self.set_relation(&rel)
     }
 
+    /// Makes the lake columns at `columns` optional (the source sent NULLs for them).
+    fn relax(&mut self, columns: &[usize]) -> Result<()> {
+        let current = self.lake.metadata().current_schema().clone();
+        let evolved = current
+            .as_struct()
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let ty = ColumnType::of_iceberg(&f.field_type).ok_or_else(|| {
+                    self.inconsistent(format!(
+                        "column {} has a lake type walden does not write",
+                        f.name
+                    ))
+                })?;
+                Ok(EvolvedColumn {
+                    field_id: Some(f.id),
+                    column: Column {
+                        name: f.name.clone(),
+                        ty,
+                        nullable: !f.required || columns.contains(&i),
+                        doc: f.doc.clone(),
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.lake = self.lake.evolve(&evolved, &self.primary_key)?;
+        self.schema_changed = true;
+        tracing::info!(
+            table = %self.name,
+            columns = %columns
+                .iter()
+                .map(|&i| current.as_struct().fields()[i].name.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+            "the source sent NULLs for columns the lake had as required; they are optional now"
+        );
+        Ok(())
+    }
+
     /// Gives up following the table: it is copied again once the current transaction is
     /// committed. Nothing of it is in the coming commit.
     fn start_recopy(&mut self, why: String) {
@@ -854,6 +894,20 @@ impl TableApply {
                     SyncError::Refused(format!("{}: assembling rows: {e}", self.name))
                 })?,
             );
+        }
+        // A NOT NULL dropped on the source does not show in Relation messages: the first
+        // NULL in a column the lake has as required makes it optional (always allowed).
+        let relax: Vec<usize> = self
+            .lake
+            .arrow_schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| !f.is_nullable() && arrays[*i].null_count() > 0)
+            .map(|(i, _)| i)
+            .collect();
+        if !relax.is_empty() {
+            self.relax(&relax)?;
         }
         let batch = RecordBatch::try_new(self.lake.arrow_schema().clone(), arrays)
             .map_err(|e| SyncError::Refused(format!("{}: assembling rows: {e}", self.name)))?;

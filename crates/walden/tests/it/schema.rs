@@ -195,7 +195,7 @@ async fn wait_for_count(
 async fn a_running_replicator_adds_new_tables_and_follows_ddl() {
     let (_, url, client) = database(
         "newtables",
-        "CREATE TABLE first (id int PRIMARY KEY, v text);
+        "CREATE TABLE first (id int PRIMARY KEY, v text NOT NULL);
          INSERT INTO first VALUES (1, 'a'), (2, 'b');",
     )
     .await;
@@ -232,7 +232,9 @@ async fn a_running_replicator_adds_new_tables_and_follows_ddl() {
          DELETE FROM second WHERE id > 90;
          INSERT INTO second VALUES (1000, 'late');
          UPDATE first SET extra = 1 WHERE id = 1;
-         INSERT INTO first VALUES (4, 'd', 40);",
+         ALTER TABLE first ALTER COLUMN v DROP NOT NULL;
+         UPDATE first SET v = NULL WHERE id = 2;
+         INSERT INTO first VALUES (4, NULL, 40);",
     )
     .await;
     wait_for_count(&warehouse, "public.first", "4", &log).await;
