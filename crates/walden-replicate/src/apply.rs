@@ -1048,7 +1048,7 @@ impl Default for MaintenanceOptions {
     fn default() -> Self {
         Self {
             interval: Some(std::time::Duration::from_secs(60)),
-            snapshot_retention: std::time::Duration::from_secs(3600),
+            snapshot_retention: std::time::Duration::from_secs(900),
             small_file_bytes: 32 * 1024 * 1024,
             deleted_share: 0.2,
             min_small_files: 8,
@@ -1249,6 +1249,13 @@ pub(crate) struct Applier {
     since_check: usize,
 }
 
+fn unknown_relation(oid: u32) -> SyncError {
+    SyncError::Refused(format!(
+        "the stream carries changes of relation {oid}, which walden does not replicate (was the \
+         publication changed by hand?). Check it with `walden check`"
+    ))
+}
+
 /// How many changes pass between two measurements of the buffers (the cap may be
 /// exceeded by at most this many rows).
 const SPILL_CHECK_EVERY: usize = 64;
@@ -1275,12 +1282,9 @@ impl Applier {
     }
 
     fn table(&mut self, oid: u32) -> Result<&mut TableApply> {
-        self.tables.get_mut(&oid).ok_or_else(|| {
-            SyncError::Refused(format!(
-                "the stream carries changes of relation {oid}, which walden does not replicate \
-                 (was the publication changed by hand?). Check it with `walden check`"
-            ))
-        })
+        self.tables
+            .get_mut(&oid)
+            .ok_or_else(|| unknown_relation(oid))
     }
 
     /// Takes a Relation message; it is followed when the table's next wanted change
@@ -1293,12 +1297,10 @@ impl Applier {
 
     /// The table, if its changes may be applied now (see [`TableApply::ready`]).
     async fn ready(&mut self, oid: u32) -> Result<Option<&mut TableApply>> {
-        let t = self.tables.get_mut(&oid).ok_or_else(|| {
-            SyncError::Refused(format!(
-                "the stream carries changes of relation {oid}, which walden does not replicate \
-                 (was the publication changed by hand?). Check it with `walden check`"
-            ))
-        })?;
+        let t = self
+            .tables
+            .get_mut(&oid)
+            .ok_or_else(|| unknown_relation(oid))?;
         if t.ready(&self.source, &self.io, &self.writer).await? {
             Ok(self.tables.get_mut(&oid))
         } else {

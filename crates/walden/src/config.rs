@@ -185,7 +185,7 @@ fn default_maintenance_interval_ms() -> u64 {
     60_000
 }
 fn default_snapshot_retention_ms() -> u64 {
-    3_600_000
+    900_000
 }
 fn default_max_buffer_bytes() -> u64 {
     64 * 1024 * 1024
