@@ -6,48 +6,25 @@
 //! applying it, with walden's peak RSS.
 
 use std::path::Path;
-use std::process::Command;
-use std::time::Instant;
 
-use anyhow::{Result, bail};
-use walden_testkit::{LocalPgOptions, LocalPostgres};
+use anyhow::Result;
 
-use crate::{bench_config, create_orders, median, run_measured};
+use crate::{
+    bench_config, bench_postgres, catch_up, create_orders, fresh_recv_slot, median, recvlogical_to,
+};
 
 pub(crate) async fn run(rows: u64, runs: usize, walden: &Path) -> Result<()> {
-    let pg = LocalPostgres::start(LocalPgOptions {
-        data_dir: None,
-        settings: vec![
-            ("shared_buffers".into(), "1GB".into()),
-            ("max_wal_size".into(), "16GB".into()),
-        ],
-    })?;
+    let pg = bench_postgres("16GB")?;
     let url = pg.create_database("bench").await?;
     let client = pg.connect("bench").await?;
     create_orders(&pg, "bench", 1000).await?;
     let (dir, cfg) = bench_config(&url)?;
     let cfg_arg = cfg.to_str().unwrap_or_default().to_string();
-    run_measured(
-        walden,
-        &[
-            "--config",
-            &cfg_arg,
-            "replicate",
-            "--until-caught-up",
-            "--quiet",
-        ],
-    )?;
-    let recvlogical = pg.bin_dir().join("pg_recvlogical");
+    catch_up(walden, &cfg_arg)?;
     let (mut base, mut ours, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
     let mut next = 1_000_000_000i64;
     for run in 0..runs {
-        client
-            .batch_execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-                   WHERE slot_name = 'bench_recv';
-                 SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput');",
-            )
-            .await?;
+        fresh_recv_slot(&client).await?;
         eprintln!(
             "run {}: one transaction of {rows} inserts + {} updates ...",
             run + 1,
@@ -71,38 +48,8 @@ pub(crate) async fn run(rows: u64, runs: usize, walden: &Path) -> Result<()> {
             .query_one("SELECT pg_current_wal_lsn()::text", &[])
             .await?
             .get(0);
-        let t = Instant::now();
-        let status = Command::new(&recvlogical)
-            .args([
-                "-d",
-                url.as_str(),
-                "--slot",
-                "bench_recv",
-                "--start",
-                "-o",
-                "proto_version=1",
-                "-o",
-                "publication_names=bench",
-                "--endpos",
-                end.as_str(),
-                "-f",
-                "/dev/null",
-            ])
-            .status()?;
-        if !status.success() {
-            bail!("pg_recvlogical failed");
-        }
-        let b = t.elapsed().as_secs_f64();
-        let (w, peak) = run_measured(
-            walden,
-            &[
-                "--config",
-                &cfg_arg,
-                "replicate",
-                "--until-caught-up",
-                "--quiet",
-            ],
-        )?;
+        let b = recvlogical_to(&pg, &url, &end)?;
+        let (w, peak) = catch_up(walden, &cfg_arg)?;
         let changes = (rows + rows / 10) as f64;
         eprintln!(
             "run {}: pg_recvlogical {b:.2}s, walden {w:.2}s ({:.0} changes/s), peak RSS {:.0} MiB",

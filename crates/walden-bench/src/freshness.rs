@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use walden_testkit::{LocalPgOptions, LocalPostgres};
 
-use crate::{bench_config, log_field, median, peak_rss, percentile, run_measured, spawn_walden};
+use crate::{bench_config, log_field, median, peak_rss, percentile, spawn_walden};
 
 /// How often the pollers look.
 const POLL: Duration = Duration::from_millis(10);
@@ -242,16 +242,7 @@ async fn one_run(pg: &LocalPostgres, url: &str, o: &Options, walden: &Path) -> R
     std::fs::write(&cfg, text)?;
     let cfg_arg = cfg.to_str().unwrap_or_default().to_string();
     eprintln!("initial copy ...");
-    run_measured(
-        walden,
-        &[
-            "--config",
-            &cfg_arg,
-            "replicate",
-            "--until-caught-up",
-            "--quiet",
-        ],
-    )?;
+    crate::catch_up(walden, &cfg_arg)?;
     // The baseline's own slot (walden's publication exists now).
     client
         .batch_execute(

@@ -279,32 +279,80 @@ fn run_measured_logged(walden: &Path, args: &[&str], log: Option<&Path>) -> Resu
     Ok((t.elapsed().as_secs_f64(), peak))
 }
 
-async fn streaming(rows: u64, changes: u64, runs: usize, walden: &Path) -> Result<()> {
-    let pg = LocalPostgres::start(LocalPgOptions {
+/// A throwaway Postgres sized for the benchmarks (1 GB shared buffers, room for WAL).
+fn bench_postgres(max_wal_size: &str) -> Result<LocalPostgres> {
+    Ok(LocalPostgres::start(LocalPgOptions {
         data_dir: None,
         settings: vec![
             ("shared_buffers".into(), "1GB".into()),
-            ("max_wal_size".into(), "8GB".into()),
+            ("max_wal_size".into(), max_wal_size.into()),
         ],
-    })?;
+    })?)
+}
+
+/// `walden replicate --until-caught-up --quiet` with config `cfg_arg`: (seconds, peak RSS).
+fn catch_up(walden: &Path, cfg_arg: &str) -> Result<(f64, u64)> {
+    run_measured(
+        walden,
+        &[
+            "--config",
+            cfg_arg,
+            "replicate",
+            "--until-caught-up",
+            "--quiet",
+        ],
+    )
+}
+
+/// A fresh pgoutput slot `bench_recv` for the baseline, at the current WAL position.
+async fn fresh_recv_slot(client: &walden_testkit::tokio_postgres::Client) -> Result<()> {
+    client
+        .batch_execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+               WHERE slot_name = 'bench_recv';
+             SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput');",
+        )
+        .await?;
+    Ok(())
+}
+
+/// The baseline: `pg_recvlogical` decoding slot `bench_recv` up to `end` into /dev/null;
+/// returns its seconds.
+fn recvlogical_to(pg: &LocalPostgres, url: &str, end: &str) -> Result<f64> {
+    let t = Instant::now();
+    let status = Command::new(pg.bin_dir().join("pg_recvlogical"))
+        .args([
+            "-d",
+            url,
+            "--slot",
+            "bench_recv",
+            "--start",
+            "-o",
+            "proto_version=1",
+            "-o",
+            "publication_names=bench",
+            "--endpos",
+            end,
+            "-f",
+            "/dev/null",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("pg_recvlogical failed");
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+async fn streaming(rows: u64, changes: u64, runs: usize, walden: &Path) -> Result<()> {
+    let pg = bench_postgres("8GB")?;
     let url = pg.create_database("bench").await?;
     let client = pg.connect("bench").await?;
     create_orders(&pg, "bench", rows).await?;
     let (dir, cfg) = bench_config(&url)?;
     let cfg_arg = cfg.to_str().unwrap_or_default().to_string();
     eprintln!("initial copy ...");
-    run_measured(
-        walden,
-        &[
-            "--config",
-            &cfg_arg,
-            "replicate",
-            "--until-caught-up",
-            "--quiet",
-        ],
-    )?;
+    catch_up(walden, &cfg_arg)?;
 
-    let recvlogical = pg.bin_dir().join("pg_recvlogical");
     let batches = changes.div_ceil(1000);
     let mut next_insert = rows + 1;
     let mut next_delete = rows;
@@ -313,13 +361,7 @@ async fn streaming(rows: u64, changes: u64, runs: usize, walden: &Path) -> Resul
     let mut peaks = Vec::new();
     for run in 0..runs {
         // The baseline's own slot, at the same position as walden's.
-        client
-            .batch_execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-                   WHERE slot_name = 'bench_recv';
-                 SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput');",
-            )
-            .await?;
+        fresh_recv_slot(&client).await?;
         eprintln!(
             "run {}: writing a backlog of {} changes ...",
             run + 1,
@@ -354,38 +396,8 @@ async fn streaming(rows: u64, changes: u64, runs: usize, walden: &Path) -> Resul
             .await?
             .get(0);
 
-        let t = Instant::now();
-        let status = Command::new(&recvlogical)
-            .args([
-                "-d",
-                url.as_str(),
-                "--slot",
-                "bench_recv",
-                "--start",
-                "-o",
-                "proto_version=1",
-                "-o",
-                "publication_names=bench",
-                "--endpos",
-                end.as_str(),
-                "-f",
-                "/dev/null",
-            ])
-            .status()?;
-        if !status.success() {
-            bail!("pg_recvlogical failed");
-        }
-        let b = t.elapsed().as_secs_f64();
-        let (w, peak) = run_measured(
-            walden,
-            &[
-                "--config",
-                &cfg_arg,
-                "replicate",
-                "--until-caught-up",
-                "--quiet",
-            ],
-        )?;
+        let b = recvlogical_to(&pg, &url, &end)?;
+        let (w, peak) = catch_up(walden, &cfg_arg)?;
         let n = (batches * 1000) as f64;
         eprintln!(
             "run {}: pg_recvlogical {b:.2}s ({:.0} changes/s), walden {w:.2}s ({:.0} changes/s), \

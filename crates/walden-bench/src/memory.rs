@@ -14,7 +14,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
-use walden_testkit::{LocalPgOptions, LocalPostgres};
 
 use crate::{
     OrderKey, REGIONS, bench_config, create_orders_keyed, log_field, median, run_measured,
@@ -51,13 +50,7 @@ pub(crate) async fn run(
     if rows.is_multiple_of(STRIDE) {
         bail!("--rows must not be a multiple of {STRIDE}");
     }
-    let pg = LocalPostgres::start(LocalPgOptions {
-        data_dir: None,
-        settings: vec![
-            ("shared_buffers".into(), "1GB".into()),
-            ("max_wal_size".into(), "8GB".into()),
-        ],
-    })?;
+    let pg = crate::bench_postgres("8GB")?;
     let url = pg.create_database("bench").await?;
     let client = pg.connect("bench").await?;
     create_orders_keyed(&pg, "bench", rows, key).await?;
