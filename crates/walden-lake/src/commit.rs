@@ -158,27 +158,6 @@ impl Lake {
             totals = Totals::from_summary(&parent.summary().additional_properties);
         }
 
-        let list_path = format!("{meta_dir}/snap-{snapshot_id}-1-{commit_uuid}.avro");
-        let list_out = io
-            .new_output(&list_path)
-            .ctx(|| ctx("creating the manifest list"))?
-            .writer()
-            .await
-            .ctx(|| ctx("opening the manifest list"))?;
-        let mut list_writer = ManifestListWriter::v2(
-            list_out,
-            snapshot_id,
-            parent.map(|p| p.snapshot_id()),
-            sequence_number,
-        );
-        list_writer
-            .add_manifests(manifests.into_iter())
-            .ctx(|| ctx("adding manifests to the manifest list"))?;
-        list_writer
-            .close()
-            .await
-            .ctx(|| ctx("writing the manifest list"))?;
-
         let added_records: u64 = change.data_files.iter().map(|f| f.record_count()).sum();
         let added_size: u64 = change
             .data_files
@@ -211,43 +190,107 @@ impl Lake {
         props.insert("added-position-deletes".into(), added_deletes.to_string());
         totals.write(&mut props);
 
-        let snapshot = Snapshot::builder()
-            .with_snapshot_id(snapshot_id)
-            .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
-            .with_sequence_number(sequence_number)
-            .with_timestamp_ms(now_ms)
-            .with_manifest_list(list_path)
-            .with_summary(Summary {
+        write_snapshot(
+            io,
+            table,
+            snapshot_id,
+            sequence_number,
+            manifests,
+            Summary {
                 operation,
                 additional_properties: props,
-            })
-            .with_schema_id(schema.schema_id())
-            .build();
-        let metadata = TableMetadataBuilder::new_from_metadata(
-            base.clone(),
-            table.metadata_location().map(str::to_string),
+            },
+            now_ms,
         )
-        .add_snapshot(snapshot)
-        .and_then(|b| {
-            b.set_ref(
-                MAIN_BRANCH,
-                SnapshotReference::new(snapshot_id, SnapshotRetention::branch(None, None, None)),
-            )
-        })
-        .and_then(|b| b.build())
-        .ctx(|| ctx("building the new metadata"))?
-        .metadata;
-
-        let location = next_metadata_location(table);
-        let json = serde_json::to_vec(&metadata)
-            .map_err(|e| LakeError::Invalid(ctx(&format!("serializing metadata: {e}"))))?;
-        io.new_output(&location)
-            .ctx(|| ctx("creating the metadata file"))?
-            .write(json.into())
-            .await
-            .ctx(|| ctx("writing the metadata file"))?;
-        Ok((location, metadata))
+        .await
     }
+}
+
+/// Writes the manifest list of a new snapshot of `table` (the next after its current one)
+/// over `manifests`, then the table's next metadata file with that snapshot current on the
+/// main branch. Returns the metadata file's location and the metadata; nothing is visible
+/// until the catalog pointer moves to it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn write_snapshot(
+    io: &iceberg::io::FileIO,
+    table: &LakeTable,
+    snapshot_id: i64,
+    sequence_number: i64,
+    manifests: Vec<ManifestFile>,
+    summary: Summary,
+    now_ms: i64,
+) -> Result<(String, TableMetadata)> {
+    let name = table.name();
+    let base = table.metadata();
+    let ctx = |what: &str| format!("committing {name}: {what}");
+    let parent = base.current_snapshot();
+    let list_path = format!(
+        "{}/metadata/snap-{snapshot_id}-1-{}.avro",
+        base.location(),
+        Uuid::new_v4()
+    );
+    let list_out = io
+        .new_output(&list_path)
+        .ctx(|| ctx("creating the manifest list"))?
+        .writer()
+        .await
+        .ctx(|| ctx("opening the manifest list"))?;
+    let mut list_writer = ManifestListWriter::v2(
+        list_out,
+        snapshot_id,
+        parent.map(|p| p.snapshot_id()),
+        sequence_number,
+    );
+    list_writer
+        .add_manifests(manifests.into_iter())
+        .ctx(|| ctx("adding manifests to the manifest list"))?;
+    list_writer
+        .close()
+        .await
+        .ctx(|| ctx("writing the manifest list"))?;
+    let snapshot = Snapshot::builder()
+        .with_snapshot_id(snapshot_id)
+        .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
+        .with_sequence_number(sequence_number)
+        .with_timestamp_ms(now_ms)
+        .with_manifest_list(list_path)
+        .with_summary(summary)
+        .with_schema_id(base.current_schema().schema_id())
+        .build();
+    let metadata = TableMetadataBuilder::new_from_metadata(
+        base.clone(),
+        table.metadata_location().map(str::to_string),
+    )
+    .add_snapshot(snapshot)
+    .and_then(|b| {
+        b.set_ref(
+            MAIN_BRANCH,
+            SnapshotReference::new(snapshot_id, SnapshotRetention::branch(None, None, None)),
+        )
+    })
+    .and_then(|b| b.build())
+    .ctx(|| ctx("building the new metadata"))?
+    .metadata;
+    let location = write_metadata(io, table, &metadata).await?;
+    Ok((location, metadata))
+}
+
+/// Writes `metadata` as `table`'s next metadata file; returns its location.
+pub(crate) async fn write_metadata(
+    io: &iceberg::io::FileIO,
+    table: &LakeTable,
+    metadata: &TableMetadata,
+) -> Result<String> {
+    let name = table.name();
+    let location = next_metadata_location(table);
+    let json = serde_json::to_vec(metadata)
+        .map_err(|e| LakeError::Invalid(format!("{name}: serializing metadata: {e}")))?;
+    io.new_output(&location)
+        .ctx(|| format!("{name}: creating the metadata file"))?
+        .write(json.into())
+        .await
+        .ctx(|| format!("{name}: writing the metadata file"))?;
+    Ok(location)
 }
 
 /// Where the table's next metadata file goes: `<location>/metadata/<version+1>-<uuid>.metadata.json`.

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use arrow::array::{Array, StringArray};
 use iceberg::spec::{
-    DataContentType, DataFile, ManifestFile, ManifestListWriter, ManifestWriterBuilder,
-    TableMetadata, TableMetadataBuilder,
+    DataContentType, DataFile, ManifestFile, ManifestWriterBuilder, TableMetadata,
+    TableMetadataBuilder,
 };
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -309,7 +309,8 @@ impl Lake {
         Ok((table, outcome))
     }
 
-    /// Writes a snapshot with `manifests` as the table's new current snapshot.
+    /// Writes a snapshot with `manifests` as the table's new current snapshot and moves
+    /// the catalog pointer to it.
     async fn commit_snapshot(
         &self,
         table: &LakeTable,
@@ -319,68 +320,37 @@ impl Lake {
         operation: iceberg::spec::Operation,
         summary: HashMap<String, String>,
     ) -> Result<LakeTable> {
-        let name = table.name();
-        let base = table.metadata();
-        let io = &self.file_io;
-        let ctx = |what: &str| format!("committing {name}: {what}");
-        let parent = base.current_snapshot();
-        let meta_dir = format!("{}/metadata", base.location());
-        let list_path = format!("{meta_dir}/snap-{snapshot_id}-1-{}.avro", Uuid::new_v4());
-        let out = io
-            .new_output(&list_path)
-            .ctx(|| ctx("creating the manifest list"))?
-            .writer()
-            .await
-            .ctx(|| ctx("opening the manifest list"))?;
-        let mut list = ManifestListWriter::v2(
-            out,
+        let (location, metadata) = crate::commit::write_snapshot(
+            &self.file_io,
+            table,
             snapshot_id,
-            parent.map(|p| p.snapshot_id()),
             sequence_number,
-        );
-        list.add_manifests(manifests.into_iter())
-            .ctx(|| ctx("adding manifests to the manifest list"))?;
-        list.close()
-            .await
-            .ctx(|| ctx("writing the manifest list"))?;
-        let snapshot = iceberg::spec::Snapshot::builder()
-            .with_snapshot_id(snapshot_id)
-            .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
-            .with_sequence_number(sequence_number)
-            .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
-            .with_manifest_list(list_path)
-            .with_summary(iceberg::spec::Summary {
+            manifests,
+            iceberg::spec::Summary {
                 operation,
                 additional_properties: summary,
-            })
-            .with_schema_id(base.current_schema().schema_id())
-            .build();
-        let metadata = TableMetadataBuilder::new_from_metadata(
-            base.clone(),
-            table.metadata_location().map(str::to_string),
+            },
+            chrono::Utc::now().timestamp_millis(),
         )
-        .set_branch_snapshot(snapshot, iceberg::spec::MAIN_BRANCH)
-        .and_then(|b| b.build())
-        .ctx(|| ctx("building the new metadata"))?
-        .metadata;
-        self.swap_metadata(table, metadata).await
+        .await?;
+        self.swap_pointer(table, location, metadata).await
     }
 
     /// Writes `metadata` as the table's next metadata file and moves the catalog pointer
     /// to it (compare-and-set).
     async fn swap_metadata(&self, table: &LakeTable, metadata: TableMetadata) -> Result<LakeTable> {
-        let name = table.name();
-        let location = crate::commit::next_metadata_location(table);
-        let json = serde_json::to_vec(&metadata)
-            .map_err(|e| LakeError::Invalid(format!("{name}: serializing metadata: {e}")))?;
-        self.file_io
-            .new_output(&location)
-            .ctx(|| format!("{name}: creating the metadata file"))?
-            .write(json.into())
-            .await
-            .ctx(|| format!("{name}: writing the metadata file"))?;
+        let location = crate::commit::write_metadata(&self.file_io, table, &metadata).await?;
+        self.swap_pointer(table, location, metadata).await
+    }
+
+    async fn swap_pointer(
+        &self,
+        table: &LakeTable,
+        location: String,
+        metadata: TableMetadata,
+    ) -> Result<LakeTable> {
         let swap = PointerSwap {
-            table: name.clone(),
+            table: table.name().clone(),
             expected: table.metadata_location().map(str::to_string),
             new_location: location.clone(),
         };
@@ -388,7 +358,7 @@ impl Lake {
         tokio::task::spawn_blocking(move || store.commit(&[swap], None))
             .await
             .map_err(|e| LakeError::Invalid(format!("catalog commit task failed: {e}")))??;
-        LakeTable::new(name.clone(), Arc::new(metadata), Some(location))
+        LakeTable::new(table.name().clone(), Arc::new(metadata), Some(location))
     }
 }
 

@@ -479,6 +479,12 @@ impl Session<'_> {
         });
 
         loop {
+            // Maintenance runs between flushes only: nothing buffered, no transaction open
+            // (under steady load, right after the next flush).
+            if maintenance_due && !in_txn && !applier.has_changes() {
+                maintenance_due = false;
+                applier.maintain(&self.options.maintenance).await;
+            }
             if let Some(until) = self.options.until_lsn.filter(|_| until_reached) {
                 // Reached between transactions: flush at exactly `until` and stop.
                 pending_lsn = until;
@@ -547,10 +553,6 @@ impl Session<'_> {
                                 || applier.buffered_bytes() >= self.options.spill_bytes;
                             if due {
                                 committed = self.flush(&mut applier, &client, &state, pending_lsn).await?;
-                                if maintenance_due {
-                                    maintenance_due = false;
-                                    applier.maintain(&self.options.maintenance).await;
-                                }
                                 lag_metrics(server_wal_end, committed, pending_commit_time.take());
                                 first_pending = None;
                                 last_commit = Instant::now();
@@ -591,10 +593,6 @@ impl Session<'_> {
                     };
                     if due {
                         committed = self.flush(&mut applier, &client, &state, pending_lsn).await?;
-                        if maintenance_due {
-                            maintenance_due = false;
-                            applier.maintain(&self.options.maintenance).await;
-                        }
                         lag_metrics(server_wal_end, committed, pending_commit_time.take());
                         first_pending = None;
                         last_commit = Instant::now();
@@ -607,13 +605,7 @@ impl Session<'_> {
                     }
                 }
                 _ = async { maintenance.as_mut().expect("guarded").tick().await }, if maintenance.is_some() && self.options.until_lsn.is_none() => {
-                    // Between flushes only: nothing buffered, no transaction open. Under
-                    // steady load that is right after the next flush.
-                    if !in_txn && !applier.has_changes() {
-                        applier.maintain(&self.options.maintenance).await;
-                    } else {
-                        maintenance_due = true;
-                    }
+                    maintenance_due = true;
                 }
                 _ = wal_check.tick() => {
                     self.check_retained_wal(&control).await;
