@@ -1,14 +1,16 @@
 //! Replication from a Postgres source into the lake.
 //!
 //! [`initial_sync`] copies every selected table from the slot's own exported snapshot and
-//! commits all of them, with the slot's consistent point as the replication progress, in
-//! one lake commit. Streaming from that point (the next stage) then delivers exactly the
+//! commits them in parts, the last with the slot's consistent point as the replication
+//! progress. Streaming from that point (the next stage) then delivers exactly the
 //! transactions the snapshot did not see.
 //!
 //! Progress state machine, kept in the lake's catalog under the slot name:
 //! - absent: nothing was ever started with this slot and lake;
-//! - `initial-sync` (lsn 0): a copy started; if found at start, that copy was interrupted,
-//!   its slot is dropped and the copy starts over (nothing of it was visible);
+//! - `initial-sync` (lsn 0): a copy started. Found at start, that copy was interrupted:
+//!   with parts committed (the state lists their tables and the consistent point) and the
+//!   slot alive, the run resumes with the other tables; otherwise the slot is dropped and
+//!   the copy starts over;
 //! - `streaming` (lsn = consistent point, later the last committed LSN): tables are in the
 //!   lake and the slot is ours.
 
@@ -68,7 +70,8 @@ impl SyncError {
 /// `stream-after-data-files` (a flush wrote its data and delete files, before the catalog
 /// commit), `stream-after-commit` (committed, not yet acknowledged), `stream-after-ack`
 /// (acknowledged), `stream-after-spill` (a big transaction spilled to pending files),
-/// `compact-before-commit` (a compaction step wrote its files, before its commit).
+/// `compact-before-commit` (a compaction step wrote its files, before its commit),
+/// `copy-after-part` (the initial copy committed a part, not the last).
 /// Tests use it to show the lake converges after a crash at each point.
 pub(crate) fn failpoint(name: &str) {
     if failpoint_armed(name) {

@@ -38,6 +38,9 @@ pub struct SyncOptions {
     pub parallelism: usize,
     /// Smallest ctid range worth its own COPY, in pages.
     pub min_chunk_pages: i64,
+    /// The copy commits in parts of at least this much source table size (largest tables
+    /// first, small ones together); a crash resumes after the last committed part.
+    pub part_bytes: u64,
     pub writer: WriterOptions,
     pub observer: Arc<dyn SyncObserver>,
 }
@@ -49,6 +52,7 @@ impl Default for SyncOptions {
             publication: "walden".into(),
             parallelism: 4,
             min_chunk_pages: 4096,
+            part_bytes: 1 << 30,
             writer: WriterOptions::default(),
             observer: Arc::new(Quiet),
         }
@@ -132,8 +136,22 @@ pub async fn initial_sync(
                     });
                 }
                 _ => {
-                    // An earlier copy was interrupted: nothing of it is visible; its slot
-                    // (if it got that far) pins WAL and must go.
+                    if let Some(outcome) = resume(
+                        conn,
+                        lake,
+                        &control,
+                        &tables,
+                        options,
+                        state,
+                        cancel.clone(),
+                    )
+                    .await?
+                    {
+                        return Ok(outcome);
+                    }
+                    // An earlier copy was interrupted before any part of it committed:
+                    // nothing of it is visible; its slot (if it got that far) pins WAL and
+                    // must go.
                     if drop_slot(&control, slot).await? {
                         tracing::warn!(slot, "dropped the slot of an interrupted initial copy");
                     }
@@ -204,6 +222,84 @@ pub async fn initial_sync(
             Err(e)
         }
     }
+}
+
+/// Resumes an initial copy interrupted (a crash, kill -9) after some of its parts
+/// committed: those tables are kept as copied at the slot's consistent point, the
+/// progress moves to streaming from that point, and the tables not copied yet are copied
+/// from a temporary slot's snapshot (as new tables are while streaming; their changes
+/// before that snapshot are skipped). `None`: nothing to resume from (no part committed,
+/// or the slot is gone).
+async fn resume(
+    conn: &SourceConn,
+    lake: &Lake,
+    control: &tokio_postgres::Client,
+    tables: &[SourceTable],
+    options: &SyncOptions,
+    state: Option<StreamState>,
+    cancel: watch::Receiver<bool>,
+) -> Result<Option<SyncOutcome>> {
+    let slot = options.slot.as_str();
+    let Some(mut state) = state.filter(|s| !s.tables.is_empty()) else {
+        return Ok(None);
+    };
+    let Some(point) = state
+        .consistent_point
+        .as_deref()
+        .and_then(walden_pg::parse_lsn)
+    else {
+        return Ok(None);
+    };
+    match slot_info(control, slot).await? {
+        Some(info) if info.wal_status.as_deref() != Some("lost") => {}
+        _ => return Ok(None),
+    }
+    ensure_publication(control, &options.publication, tables).await?;
+    let remaining: Vec<SourceTable> = tables
+        .iter()
+        .filter(|t| !state.tables.iter().any(|s| s.oid == t.oid))
+        .cloned()
+        .collect();
+    tracing::warn!(
+        slot,
+        kept = state.tables.len(),
+        remaining = remaining.len(),
+        "resuming an interrupted initial copy: the tables it committed are kept"
+    );
+    state.phase = Phase::Streaming;
+    lake.commit(Commit {
+        tables: Vec::new(),
+        progress: Some(Progress {
+            stream: slot.to_string(),
+            lsn: point,
+            committed_at_ms: now_ms(),
+            state: serde_json::to_value(&state).unwrap_or_default(),
+        }),
+    })
+    .await?;
+    if !remaining.is_empty() {
+        let stream_options = crate::StreamOptions {
+            slot: slot.to_string(),
+            publication: options.publication.clone(),
+            writer: options.writer.clone(),
+            copy_parallelism: options.parallelism,
+            ..Default::default()
+        };
+        recopy_tables(conn, lake, &stream_options, &[], &remaining, cancel).await?;
+    }
+    let state: StreamState = lake
+        .progress(slot)?
+        .and_then(|p| serde_json::from_value(p.state).ok())
+        .unwrap_or(state);
+    Ok(Some(SyncOutcome {
+        lsn: point,
+        tables: state
+            .tables
+            .iter()
+            .map(|t| (t.lake_name(), t.rows))
+            .collect(),
+        already_synced: false,
+    }))
 }
 
 struct Chunk {
@@ -366,63 +462,93 @@ async fn copy_and_commit(
         };
         targets.push(target);
     }
-    let lake_tables: Vec<LakeTable> = targets.iter().map(|(t, _)| t.clone()).collect();
-    let (mut files, rows) = copy_tables(
-        conn,
-        lake,
-        tables,
-        &lake_tables,
-        options,
-        &snapshot.snapshot_name,
-        cancel,
-    )
-    .await?;
-
-    options.observer.committing();
+    // The copy commits in parts (largest tables first, small ones together), each
+    // consistent at the slot's point: after a crash, a run resumes with the parts not
+    // committed yet (see `initial_sync`).
+    let mut order: Vec<usize> = (0..tables.len()).collect();
+    order.sort_by(|&x, &y| tables[y].pages.cmp(&tables[x].pages));
+    let mut parts: Vec<Vec<usize>> = Vec::new();
+    let mut part_bytes = 0u64;
+    for i in order {
+        if parts.is_empty() || part_bytes >= options.part_bytes {
+            parts.push(Vec::new());
+            part_bytes = 0;
+        }
+        parts.last_mut().expect("pushed").push(i);
+        part_bytes += tables[i].pages.max(0) as u64 * 8192;
+    }
     let lsn = format_lsn(snapshot.consistent_point);
-    let mut changes = Vec::with_capacity(tables.len());
     let mut table_states = Vec::with_capacity(tables.len());
     let mut outcome = Vec::with_capacity(tables.len());
-    for (i, (target, replace)) in targets.into_iter().enumerate() {
-        let n = rows.get(&i).copied().unwrap_or(0);
-        let name = target.name().clone();
-        let mut change = TableChange::new(target);
-        change.data_files = files.remove(&i).unwrap_or_default();
-        change.replace = replace;
-        change.summary.insert("walden.lsn".into(), lsn.clone());
-        change
-            .summary
-            .insert("walden.operation".into(), "initial-sync".into());
-        changes.push(change);
-        table_states.push(TableState {
-            source: tables[i].display_name(),
-            oid: tables[i].oid,
-            lake: name.to_string(),
-            rows: n,
-            primary_key: tables[i].primary_key.clone(),
-            synced_lsn: snapshot.consistent_point,
-            columns: column_states(&tables[i]),
-        });
-        outcome.push((name, n));
+    for (p, part) in parts.iter().enumerate() {
+        let last = p + 1 == parts.len();
+        let part_tables: Vec<SourceTable> = part.iter().map(|&i| tables[i].clone()).collect();
+        let part_targets: Vec<LakeTable> = part.iter().map(|&i| targets[i].0.clone()).collect();
+        let (mut files, rows) = copy_tables(
+            conn,
+            lake,
+            &part_tables,
+            &part_targets,
+            options,
+            &snapshot.snapshot_name,
+            cancel.clone(),
+        )
+        .await?;
+        if last {
+            options.observer.committing();
+        }
+        let mut changes = Vec::with_capacity(part.len());
+        for (k, &i) in part.iter().enumerate() {
+            let n = rows.get(&k).copied().unwrap_or(0);
+            let (target, replace) = &targets[i];
+            let name = target.name().clone();
+            let mut change = TableChange::new(target.clone());
+            change.data_files = files.remove(&k).unwrap_or_default();
+            change.replace = *replace;
+            change.summary.insert("walden.lsn".into(), lsn.clone());
+            change
+                .summary
+                .insert("walden.operation".into(), "initial-sync".into());
+            changes.push(change);
+            table_states.push(TableState {
+                source: tables[i].display_name(),
+                oid: tables[i].oid,
+                lake: name.to_string(),
+                rows: n,
+                primary_key: tables[i].primary_key.clone(),
+                synced_lsn: snapshot.consistent_point,
+                columns: column_states(&tables[i]),
+            });
+            outcome.push((name, n));
+        }
+        // Until the last part, the progress stays `initial-sync` (LSN 0) and lists the
+        // tables copied so far with the slot's point.
+        let state = StreamState {
+            phase: if last {
+                Phase::Streaming
+            } else {
+                Phase::InitialSync
+            },
+            system_id: Some(snapshot.system_id.clone()),
+            timeline: Some(snapshot.timeline),
+            publication: Some(options.publication.clone()),
+            consistent_point: Some(lsn.clone()),
+            tables: table_states.clone(),
+        };
+        lake.commit(Commit {
+            tables: changes,
+            progress: Some(Progress {
+                stream: options.slot.clone(),
+                lsn: if last { snapshot.consistent_point } else { 0 },
+                committed_at_ms: now_ms(),
+                state: serde_json::to_value(state).unwrap_or_default(),
+            }),
+        })
+        .await?;
+        if !last {
+            crate::failpoint("copy-after-part");
+        }
     }
-    let state = StreamState {
-        phase: Phase::Streaming,
-        system_id: Some(snapshot.system_id.clone()),
-        timeline: Some(snapshot.timeline),
-        publication: Some(options.publication.clone()),
-        consistent_point: Some(lsn),
-        tables: table_states,
-    };
-    lake.commit(Commit {
-        tables: changes,
-        progress: Some(Progress {
-            stream: options.slot.clone(),
-            lsn: snapshot.consistent_point,
-            committed_at_ms: now_ms(),
-            state: serde_json::to_value(state).unwrap_or_default(),
-        }),
-    })
-    .await?;
     Ok(outcome)
 }
 

@@ -61,6 +61,10 @@ pub struct SourceSection {
     /// Warn when the slot retains more WAL on the source than this.
     #[serde(default = "default_retained_wal_warn_bytes")]
     pub retained_wal_warn_bytes: u64,
+    /// The initial copy commits in parts of at least this much source table size; a
+    /// crash resumes after the last committed part.
+    #[serde(default = "default_copy_part_bytes")]
+    pub copy_part_bytes: u64,
     /// While streaming, look this often for new tables matching `tables` (they are
     /// copied, then streamed).
     #[serde(default = "default_table_discovery_interval_ms")]
@@ -153,6 +157,9 @@ pub struct Principal {
 
 fn default_walden() -> String {
     "walden".into()
+}
+fn default_copy_part_bytes() -> u64 {
+    1 << 30
 }
 fn default_table_discovery_interval_ms() -> u64 {
     30_000

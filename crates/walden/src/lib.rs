@@ -259,6 +259,7 @@ async fn initial_sync(
         slot: source.slot.clone(),
         publication: source.publication.clone(),
         parallelism: source.copy_parallelism,
+        part_bytes: source.copy_part_bytes.max(1),
         writer: writer_options(config),
         observer,
         ..Default::default()

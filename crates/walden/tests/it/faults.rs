@@ -374,3 +374,92 @@ async fn a_full_lake_disk_commits_and_acknowledges_nothing_then_recovers() {
     catch_up(&cfg).await;
     assert_same(&client, &cfg, "blobs").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_part_of_the_copy_resumes_with_the_rest() {
+    let (_, url, client) = database(
+        "resume",
+        "CREATE TABLE first (id int PRIMARY KEY, v text);
+         INSERT INTO first SELECT g, repeat('f', 200) FROM generate_series(1, 20000) g;
+         CREATE TABLE second (id int PRIMARY KEY, v text);
+         INSERT INTO second SELECT g, 's' || g FROM generate_series(1, 500) g;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // Parts of one byte: every table is its own part, largest first.
+    let cfg = config(dir.path(), &url, "copy_part_bytes = 1");
+    let cfg_path = dir.path().join("walden.toml");
+    let (ok, _, _) = crate::walden(
+        &[
+            "replicate",
+            "--until-caught-up",
+            "--quiet",
+            "-c",
+            cfg_path.to_str().unwrap(),
+        ],
+        &[("WALDEN_FAILPOINT", "copy-after-part")],
+    );
+    assert!(!ok, "the failpoint did not fire");
+    // The first part (the larger table) is in the lake; the slot is still there.
+    let lake = Lake::open(&cfg.lake.warehouse).unwrap();
+    let names: Vec<String> = lake
+        .list_tables()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(names, vec!["public.first".to_string()]);
+    assert!(
+        walden_pg::slot_info(&client, crate::slot(&cfg))
+            .await
+            .unwrap()
+            .is_some(),
+        "the slot must survive a crash after a committed part"
+    );
+    let first_files: Vec<std::path::PathBuf> =
+        std::fs::read_dir(cfg.lake.warehouse.join("public/first/data"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+
+    // Changes while it is down, to both tables.
+    client
+        .batch_execute(
+            "UPDATE first SET v = 'changed' WHERE id <= 100;
+             DELETE FROM first WHERE id > 19900;
+             INSERT INTO second SELECT g, 'late' FROM generate_series(501, 600) g;
+             UPDATE second SET v = 'changed' WHERE id <= 10;",
+        )
+        .await
+        .unwrap();
+    // The next run keeps the first table's copy and copies only the second.
+    catch_up(&cfg).await;
+    let lake = Lake::open(&cfg.lake.warehouse).unwrap();
+    let first = lake
+        .load_table(&walden_lake::TableName::new("public", "first"))
+        .await
+        .unwrap()
+        .unwrap();
+    let live: Vec<String> = first
+        .plan_files(lake.file_io())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    for f in &first_files {
+        let f = f.to_str().unwrap();
+        assert!(
+            live.iter()
+                .any(|l| l.ends_with(f) || f.ends_with(l.as_str())),
+            "the committed part was copied again: {f} is no longer in the table ({live:?})"
+        );
+    }
+    assert_same(&client, &cfg, "first").await;
+    assert_same(&client, &cfg, "second").await;
+    check_with_python_readers(
+        &cfg.lake.warehouse,
+        &url,
+        &["public.first", "public.second"],
+    );
+}
