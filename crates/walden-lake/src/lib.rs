@@ -35,6 +35,7 @@ pub use error::{LakeError, Result};
 pub use iceberg::io::FileIO;
 pub use iceberg::spec::DataFile;
 pub use maintain::ExpireOutcome;
+pub use read::DataFileBatches;
 pub use scan::PlannedFile;
 pub use schema::{Column, ColumnType, EvolvedColumn, TableSchema, promotion_blocker};
 pub use writer::{DataFileWriter, PositionDeleteWriter, WriterOptions};

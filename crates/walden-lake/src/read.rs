@@ -19,20 +19,80 @@ fn field_id(f: &Field) -> Option<i32> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The rows of one data file as batches of the table's columns (see
+/// [`LakeTable::data_file_batches`]). Holds the file's bytes and one decoded batch at a
+/// time.
+pub struct DataFileBatches {
+    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    /// For each wanted field: the file column it comes from (`None`: NULLs).
+    sources: Vec<Option<String>>,
+    schema: Arc<Schema>,
+    context: String,
+}
+
+impl Iterator for DataFileBatches {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch = match self.reader.next()? {
+            Ok(b) => b,
+            Err(source) => {
+                return Some(Err(LakeError::Arrow {
+                    context: format!("{}: decoding", self.context),
+                    source,
+                }));
+            }
+        };
+        Some(self.conform(&batch))
+    }
+}
+
+impl DataFileBatches {
+    /// The table's columns from a batch of the file's.
+    fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let rows = batch.num_rows();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for (field, source) in self.schema.fields().iter().zip(&self.sources) {
+            let column = match source.as_deref().and_then(|n| batch.column_by_name(n)) {
+                Some(col) if col.data_type() == field.data_type() => col.clone(),
+                Some(col) => arrow::compute::cast(col, field.data_type()).map_err(|source| {
+                    LakeError::Arrow {
+                        context: format!("{}: widening column {}", self.context, field.name()),
+                        source,
+                    }
+                })?,
+                None => new_null_array(field.data_type(), rows),
+            };
+            columns.push(column);
+        }
+        RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|source| LakeError::Arrow {
+            context: format!("{}: assembling", self.context),
+            source,
+        })
+    }
+}
+
 impl LakeTable {
     /// Reads columns `fields` (indices into [`LakeTable::arrow_schema`]) of the data file
-    /// at `path`, matching the file's columns by field id; a column the file does not have
-    /// comes back as NULLs, a narrower type is widened. `rows`: the row positions to read
-    /// (sorted, unique), or every row. The result has the rows in file order.
-    pub async fn read_data_file(
+    /// at `path` as batches of up to 64K rows, matching the file's columns by field id; a
+    /// column the file does not have comes back as NULLs, a narrower type is widened.
+    /// `rows`: the row positions to read (sorted, unique), or every row. Rows come in file
+    /// order.
+    pub async fn data_file_batches(
         &self,
         io: &iceberg::io::FileIO,
         path: &str,
         fields: &[usize],
         rows: Option<&[u64]>,
-    ) -> Result<RecordBatch> {
+    ) -> Result<DataFileBatches> {
         let name = self.name();
-        let ctx = |what: &str| format!("{name}: reading data file {path}: {what}");
+        let context = format!("{name}: reading data file {path}");
+        let ctx = |what: &str| format!("{context}: {what}");
         let bytes = io
             .new_input(path)
             .ctx(|| ctx("opening"))?
@@ -46,13 +106,12 @@ impl LakeTable {
         let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(parquet_err)?;
         let total_rows = builder.metadata().file_metadata().num_rows() as usize;
         let file_schema = builder.schema().clone();
-
         let wanted: Vec<Arc<Field>> = fields
             .iter()
             .map(|&i| self.arrow_schema().fields()[i].clone())
             .collect();
         // Root column of the file for each wanted field, by field id.
-        let sources: Vec<Option<usize>> = wanted
+        let roots_of: Vec<Option<usize>> = wanted
             .iter()
             .map(|f| {
                 let id = field_id(f);
@@ -62,87 +121,48 @@ impl LakeTable {
                     .position(|ff| id.is_some() && field_id(ff) == id)
             })
             .collect();
-        let mut roots: Vec<usize> = sources.iter().flatten().copied().collect();
+        let mut roots: Vec<usize> = roots_of.iter().flatten().copied().collect();
         roots.sort_unstable();
         roots.dedup();
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
         let mut builder = builder.with_projection(mask).with_batch_size(64 * 1024);
-        let selected = match rows {
-            Some(rows) => {
-                if rows.iter().any(|&r| r as usize >= total_rows) {
-                    return Err(LakeError::Invalid(ctx(&format!(
-                        "a row position beyond its {total_rows} rows"
-                    ))));
-                }
-                builder = builder.with_row_selection(RowSelection::from_consecutive_ranges(
-                    rows.iter().map(|&r| r as usize..r as usize + 1),
-                    total_rows,
-                ));
-                rows.len()
+        if let Some(rows) = rows {
+            if rows.iter().any(|&r| r as usize >= total_rows) {
+                return Err(LakeError::Invalid(ctx(&format!(
+                    "a row position beyond its {total_rows} rows"
+                ))));
             }
-            None => total_rows,
-        };
+            builder = builder.with_row_selection(RowSelection::from_consecutive_ranges(
+                rows.iter().map(|&r| r as usize..r as usize + 1),
+                total_rows,
+            ));
+        }
         let reader = builder.build().map_err(parquet_err)?;
-        let mut batches = Vec::new();
-        for batch in reader {
-            batches.push(batch.map_err(|source| LakeError::Arrow {
-                context: ctx("decoding"),
-                source,
-            })?);
-        }
-        let projected_schema = batches
-            .first()
-            .map(|b| b.schema())
-            .unwrap_or_else(|| Arc::new(Schema::empty()));
-        let joined = if batches.is_empty() {
-            None
-        } else {
-            Some(
-                arrow::compute::concat_batches(&projected_schema, &batches).map_err(|source| {
-                    LakeError::Arrow {
-                        context: ctx("joining batches"),
-                        source,
-                    }
-                })?,
-            )
-        };
+        Ok(DataFileBatches {
+            reader,
+            sources: roots_of
+                .iter()
+                .map(|r| r.map(|r| file_schema.fields()[r].name().clone()))
+                .collect(),
+            schema: Arc::new(Schema::new(wanted)),
+            context,
+        })
+    }
 
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(wanted.len());
-        for (field, source) in wanted.iter().zip(&sources) {
-            let column = match (source, &joined) {
-                (Some(root), Some(batch)) => {
-                    let file_field = &file_schema.fields()[*root];
-                    let idx = batch
-                        .schema()
-                        .index_of(file_field.name())
-                        .map_err(|source| LakeError::Arrow {
-                            context: ctx("locating a projected column"),
-                            source,
-                        })?;
-                    let col = batch.column(idx).clone();
-                    if col.data_type() == field.data_type() {
-                        col
-                    } else {
-                        arrow::compute::cast(&col, field.data_type()).map_err(|source| {
-                            LakeError::Arrow {
-                                context: ctx(&format!("widening column {}", field.name())),
-                                source,
-                            }
-                        })?
-                    }
-                }
-                _ => new_null_array(field.data_type(), selected),
-            };
-            columns.push(column);
-        }
-        let schema = Arc::new(Schema::new(wanted));
-        RecordBatch::try_new_with_options(
-            schema,
-            columns,
-            &arrow::array::RecordBatchOptions::new().with_row_count(Some(selected)),
-        )
-        .map_err(|source| LakeError::Arrow {
-            context: ctx("assembling"),
+    /// [`LakeTable::data_file_batches`] joined into one batch.
+    pub async fn read_data_file(
+        &self,
+        io: &iceberg::io::FileIO,
+        path: &str,
+        fields: &[usize],
+        rows: Option<&[u64]>,
+    ) -> Result<RecordBatch> {
+        let batches = self.data_file_batches(io, path, fields, rows).await?;
+        let schema = batches.schema.clone();
+        let context = batches.context.clone();
+        let parts = batches.collect::<Result<Vec<_>>>()?;
+        arrow::compute::concat_batches(&schema, &parts).map_err(|source| LakeError::Arrow {
+            context: format!("{context}: joining batches"),
             source,
         })
     }

@@ -1042,6 +1042,9 @@ pub struct MaintenanceOptions {
     pub min_small_files: usize,
     /// Delete files are merged into one once there are at least this many.
     pub max_delete_files: u64,
+    /// Input a step reads whole to sort (Parquet bytes); a larger file with many deleted
+    /// rows is rewritten alone, batch by batch.
+    pub sort_budget_bytes: u64,
 }
 
 impl Default for MaintenanceOptions {
@@ -1053,6 +1056,7 @@ impl Default for MaintenanceOptions {
             deleted_share: 0.2,
             min_small_files: 8,
             max_delete_files: 8,
+            sort_budget_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -1100,14 +1104,27 @@ impl TableApply {
             small.sort_by_key(|f| f.file_size);
             candidates.extend(small);
         }
+        // Memory stays bounded: files are merged and sorted only up to `sort_budget_bytes`
+        // of input; a file with many deleted rows that is larger than that is rewritten
+        // alone, batch by batch, in its own order.
         let mut chosen = Vec::new();
-        let mut bytes = 0u64;
-        for f in candidates {
-            if bytes >= writer.target_file_size_bytes && !chosen.is_empty() {
-                break;
+        let mut streamed = false;
+        if let Some(big) = candidates
+            .iter()
+            .copied()
+            .find(|f| heavy(f) && f.file_size > options.sort_budget_bytes)
+        {
+            chosen.push(big);
+            streamed = true;
+        } else {
+            let mut bytes = 0u64;
+            for f in candidates {
+                if bytes + f.file_size > options.sort_budget_bytes && !chosen.is_empty() {
+                    break;
+                }
+                bytes += f.file_size;
+                chosen.push(f);
             }
-            bytes += f.file_size * live(f) / f.record_count.max(1);
-            chosen.push(f);
         }
         // Many delete files pointing at files that stay: merge them into one.
         let merge_deletes = delete_files >= options.max_delete_files;
@@ -1116,51 +1133,87 @@ impl TableApply {
         }
         let started = std::time::Instant::now();
         let all: Vec<usize> = (0..self.lake.arrow_schema().fields().len()).collect();
-        let mut batches = Vec::new();
-        for f in &chosen {
-            if live(f) == 0 {
-                continue;
-            }
-            let rows = (!f.deleted.is_empty()).then(|| live_positions(f.record_count, &f.deleted));
-            batches.push(
-                self.lake
-                    .read_data_file(io, &f.path, &all, rows.as_deref())
-                    .await?,
-            );
-        }
         let schema = self.lake.arrow_schema().clone();
+        // Keys are needed when the index follows the rows (keyed tables only).
+        let track = self.index.is_some() && !self.multiset() && self.relation.is_some();
+        if track {
+            self.encoder()?;
+        }
+        let table_name = self.name.clone();
         let arrow_err = |e: arrow::error::ArrowError| {
-            SyncError::Refused(format!("{}: compacting: {e}", self.name))
-        };
-        let batch = arrow::compute::concat_batches(&schema, &batches).map_err(arrow_err)?;
-        drop(batches);
-        // Sorted by primary key: readers prune by key ranges, and files stay ordered.
-        let key_cols: Vec<usize> = self
-            .primary_key
-            .iter()
-            .filter_map(|k| schema.index_of(k).ok())
-            .collect();
-        let batch = if !key_cols.is_empty() && batch.num_rows() > 1 {
-            let sort: Vec<arrow::compute::SortColumn> = key_cols
-                .iter()
-                .map(|&c| arrow::compute::SortColumn {
-                    values: batch.column(c).clone(),
-                    options: None,
-                })
-                .collect();
-            let order = arrow::compute::lexsort_to_indices(&sort, None).map_err(arrow_err)?;
-            arrow::compute::take_record_batch(&batch, &order).map_err(arrow_err)?
-        } else {
-            batch
+            SyncError::Refused(format!("{table_name}: compacting: {e}"))
         };
         let mut w = DataFileWriter::new(io, &self.lake, writer.clone());
-        let mut placed: Vec<(Arc<str>, u64, usize, usize)> = Vec::new();
-        let mut offset = 0;
-        while offset < batch.num_rows() {
-            let len = COMPACT_SLICE_ROWS.min(batch.num_rows() - offset);
-            let (path, first) = w.write(&batch.slice(offset, len)).await?;
-            placed.push((path, first, offset, len));
-            offset += len;
+        // Where each written batch went, with its rows' keys.
+        let mut placed: Vec<(Arc<str>, u64, Vec<u128>)> = Vec::new();
+        let mut rows_written = 0usize;
+        if streamed {
+            let f = chosen[0];
+            let live_rows = live_positions(f.record_count, &f.deleted);
+            let batches = self
+                .lake
+                .data_file_batches(io, &f.path, &all, Some(&live_rows))
+                .await?;
+            for batch in batches {
+                let batch = batch?;
+                let keys = if track {
+                    self.encoder.as_ref().expect("built above").keys(&batch)?
+                } else {
+                    Vec::new()
+                };
+                let (path, first) = w.write(&batch).await?;
+                rows_written += batch.num_rows();
+                placed.push((path, first, keys));
+            }
+        } else {
+            let mut batches = Vec::new();
+            for f in &chosen {
+                if live(f) == 0 {
+                    continue;
+                }
+                let rows =
+                    (!f.deleted.is_empty()).then(|| live_positions(f.record_count, &f.deleted));
+                batches.push(
+                    self.lake
+                        .read_data_file(io, &f.path, &all, rows.as_deref())
+                        .await?,
+                );
+            }
+            let batch = arrow::compute::concat_batches(&schema, &batches).map_err(arrow_err)?;
+            drop(batches);
+            // Sorted by primary key: readers prune by key ranges, and files stay ordered.
+            let key_cols: Vec<usize> = self
+                .primary_key
+                .iter()
+                .filter_map(|k| schema.index_of(k).ok())
+                .collect();
+            let batch = if !key_cols.is_empty() && batch.num_rows() > 1 {
+                let sort: Vec<arrow::compute::SortColumn> = key_cols
+                    .iter()
+                    .map(|&c| arrow::compute::SortColumn {
+                        values: batch.column(c).clone(),
+                        options: None,
+                    })
+                    .collect();
+                let order = arrow::compute::lexsort_to_indices(&sort, None).map_err(arrow_err)?;
+                arrow::compute::take_record_batch(&batch, &order).map_err(arrow_err)?
+            } else {
+                batch
+            };
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                let len = COMPACT_SLICE_ROWS.min(batch.num_rows() - offset);
+                let slice = batch.slice(offset, len);
+                let keys = if track {
+                    self.encoder.as_ref().expect("built above").keys(&slice)?
+                } else {
+                    Vec::new()
+                };
+                let (path, first) = w.write(&slice).await?;
+                placed.push((path, first, keys));
+                offset += len;
+            }
+            rows_written = batch.num_rows();
         }
         let added = w.close().await?;
         let removed: Vec<String> = chosen.iter().map(|f| f.path.clone()).collect();
@@ -1188,32 +1241,30 @@ impl TableApply {
             .rewrite_files(&self.lake, &removed, added, merged)
             .await?;
         // The index follows the rows to their new places.
-        if self.index.is_some() {
-            if self.multiset() || self.relation.is_none() {
-                self.index = None;
-                self.encoder = None;
-            } else {
-                let keys = self.encoder()?.keys(&batch)?;
-                let index = self.index.as_mut().expect("checked");
-                for (path, first, offset, len) in placed {
-                    let file = index.file_id(&path);
-                    for i in 0..len {
-                        index.insert(
-                            keys[offset + i],
-                            Loc {
-                                file,
-                                pos: (first + i as u64) as u32,
-                            },
-                        );
-                    }
+        if track {
+            let index = self.index.as_mut().expect("checked");
+            for (path, first, keys) in placed {
+                let file = index.file_id(&path);
+                for (i, key) in keys.into_iter().enumerate() {
+                    index.insert(
+                        key,
+                        Loc {
+                            file,
+                            pos: (first + i as u64) as u32,
+                        },
+                    );
                 }
             }
+        } else if self.index.is_some() {
+            self.index = None;
+            self.encoder = None;
         }
         tracing::info!(
             table = %self.name,
             files = removed.len(),
             merged_delete_files = if merge_deletes { delete_files } else { 0 },
-            rows = batch.num_rows(),
+            rows = rows_written,
+            streamed,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "compacted"
         );

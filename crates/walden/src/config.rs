@@ -91,6 +91,10 @@ pub struct LakeSection {
     /// Snapshots (time travel) younger than this are kept.
     #[serde(default = "default_snapshot_retention_ms")]
     pub snapshot_retention_ms: u64,
+    /// A compaction step reads at most this much Parquet whole to sort it; a larger file
+    /// with many deleted rows is rewritten alone, batch by batch (memory bound).
+    #[serde(default = "default_compaction_sort_bytes")]
+    pub compaction_sort_bytes: u64,
 }
 
 impl Default for LakeSection {
@@ -102,6 +106,7 @@ impl Default for LakeSection {
             max_buffer_bytes: default_max_buffer_bytes(),
             maintenance_interval_ms: default_maintenance_interval_ms(),
             snapshot_retention_ms: default_snapshot_retention_ms(),
+            compaction_sort_bytes: default_compaction_sort_bytes(),
         }
     }
 }
@@ -190,6 +195,9 @@ fn default_target_file_size_bytes() -> u64 {
 }
 fn default_maintenance_interval_ms() -> u64 {
     60_000
+}
+fn default_compaction_sort_bytes() -> u64 {
+    32 * 1024 * 1024
 }
 fn default_snapshot_retention_ms() -> u64 {
     900_000

@@ -226,6 +226,7 @@ fn stream_options(config: &Config, source: &config::SourceSection) -> Result<Str
                 .then(|| std::time::Duration::from_millis(config.lake.maintenance_interval_ms)),
             snapshot_retention: std::time::Duration::from_millis(config.lake.snapshot_retention_ms),
             small_file_bytes: config.lake.target_file_size_bytes / 4,
+            sort_budget_bytes: config.lake.compaction_sort_bytes,
             ..Default::default()
         },
         ..Default::default()

@@ -135,3 +135,63 @@ async fn compaction_and_expiration_while_streaming_lose_and_resurrect_nothing() 
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_file_with_many_deletes_is_rewritten_batch_by_batch_and_the_index_follows() {
+    let (_, url, client) = database(
+        "maintbig",
+        "CREATE TABLE wide (id int PRIMARY KEY, v text);
+         INSERT INTO wide SELECT g, repeat('w', 100) || g FROM generate_series(1, 150000) g;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &url, "");
+    // A sort budget of one byte: every file with many deletes is streamed alone.
+    let cfg = crate::extend_config(
+        dir.path(),
+        "maintenance_interval_ms = 100\nsnapshot_retention_ms = 0\ncompaction_sort_bytes = 1\n",
+    );
+    let warehouse = cfg.lake.warehouse.clone();
+    crate::streaming::catch_up(&cfg).await;
+    let cfg_path = dir.path().join("walden.toml");
+    let log_path = dir.path().join("replicate.log");
+    let mut child = std::process::Command::new(crate::walden_bin())
+        .args(["replicate", "--quiet", "-c", cfg_path.to_str().unwrap()])
+        .env("WALDEN_LOG", "warn,walden_replicate=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    // A third of the copied rows go: the copy's file becomes a file with many deletes.
+    exec(&client, "DELETE FROM wide WHERE id % 3 = 0").await;
+    let mut streamed = false;
+    for _ in 0..300 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        // (The log may carry colour codes between a field's name and value.)
+        if log
+            .lines()
+            .any(|l| l.contains("compacted") && l.contains("streamed") && l.contains("true"))
+        {
+            streamed = true;
+            break;
+        }
+    }
+    // Changes to rows that moved: the index must point at their new places.
+    exec(
+        &client,
+        "UPDATE wide SET v = 'moved' WHERE id % 7 = 1;
+         DELETE FROM wide WHERE id % 11 = 2;",
+    )
+    .await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(status.success(), "exit status {status:?}:\n{log}");
+    assert!(streamed, "no streamed rewrite:\n{log}");
+    crate::streaming::catch_up(&cfg).await;
+    assert_same(&client, &cfg, "wide").await;
+    check_with_python_readers(&warehouse, &url, &["public.wide"]);
+}
