@@ -112,15 +112,8 @@ impl Lake {
             }
         }
 
-        let snapshot_id = loop {
-            let id = rand::random::<i64>() & i64::MAX;
-            if id != 0 && base.snapshot_by_id(id).is_none() {
-                break id;
-            }
-        };
+        let snapshot_id = new_snapshot_id(base);
         let sequence_number = base.next_sequence_number();
-        let schema = base.current_schema().clone();
-        let spec = base.default_partition_spec().as_ref().clone();
         let commit_uuid = Uuid::new_v4();
 
         let mut manifests: Vec<ManifestFile> = Vec::new();
@@ -129,24 +122,20 @@ impl Lake {
                 continue;
             }
             let path = format!("{meta_dir}/{commit_uuid}-m{}.avro", u8::from(deletes));
-            let output = io.new_output(&path).ctx(|| ctx("creating a manifest"))?;
-            let builder =
-                ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.clone());
-            let mut writer = if deletes {
-                builder.build_v2_deletes()
-            } else {
-                builder.build_v2_data()
-            };
-            for file in files {
-                writer
-                    .add_file(file.clone(), sequence_number)
-                    .ctx(|| ctx("adding a file to a manifest"))?;
-            }
             manifests.push(
-                writer
-                    .write_manifest_file()
-                    .await
-                    .ctx(|| ctx("writing a manifest"))?,
+                write_manifest(
+                    io,
+                    table,
+                    &path,
+                    ManifestContent {
+                        snapshot_id,
+                        sequence_number,
+                        deletes,
+                        kept: &[],
+                        added: files,
+                    },
+                )
+                .await?,
             );
         }
 
@@ -204,6 +193,78 @@ impl Lake {
         )
         .await
     }
+}
+
+/// A snapshot id the table has not used.
+pub(crate) fn new_snapshot_id(base: &TableMetadata) -> i64 {
+    loop {
+        let id = rand::random::<i64>() & i64::MAX;
+        if id != 0 && base.snapshot_by_id(id).is_none() {
+            return id;
+        }
+    }
+}
+
+/// A file carried into a new manifest as `EXISTING`, with what its first commit gave it.
+pub(crate) struct KeptFile {
+    pub file: DataFile,
+    pub snapshot_id: i64,
+    pub sequence_number: i64,
+    pub file_sequence_number: i64,
+}
+
+/// What one manifest of a new snapshot lists.
+pub(crate) struct ManifestContent<'a> {
+    pub snapshot_id: i64,
+    pub sequence_number: i64,
+    /// A delete manifest (position deletes) rather than a data manifest.
+    pub deletes: bool,
+    /// Files carried over, keeping their sequence numbers.
+    pub kept: &'a [&'a KeptFile],
+    /// Files added by this snapshot (they get `sequence_number`).
+    pub added: &'a [DataFile],
+}
+
+/// Writes one manifest of a new snapshot of `table` at `path`.
+pub(crate) async fn write_manifest(
+    io: &iceberg::io::FileIO,
+    table: &LakeTable,
+    path: &str,
+    content: ManifestContent<'_>,
+) -> Result<ManifestFile> {
+    let base = table.metadata();
+    let ctx = |what: &str| format!("committing {}: {what}", table.name());
+    let output = io.new_output(path).ctx(|| ctx("creating a manifest"))?;
+    let builder = ManifestWriterBuilder::new(
+        output,
+        Some(content.snapshot_id),
+        base.current_schema().clone(),
+        base.default_partition_spec().as_ref().clone(),
+    );
+    let mut writer = if content.deletes {
+        builder.build_v2_deletes()
+    } else {
+        builder.build_v2_data()
+    };
+    for k in content.kept {
+        writer
+            .add_existing_file(
+                k.file.clone(),
+                k.snapshot_id,
+                k.sequence_number,
+                Some(k.file_sequence_number),
+            )
+            .ctx(|| ctx("adding a kept file to a manifest"))?;
+    }
+    for f in content.added {
+        writer
+            .add_file(f.clone(), content.sequence_number)
+            .ctx(|| ctx("adding a file to a manifest"))?;
+    }
+    writer
+        .write_manifest_file()
+        .await
+        .ctx(|| ctx("writing a manifest"))
 }
 
 /// Writes the manifest list of a new snapshot of `table` (the next after its current one)

@@ -11,15 +11,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, StringArray};
-use iceberg::spec::{
-    DataContentType, DataFile, ManifestFile, ManifestWriterBuilder, TableMetadata,
-    TableMetadataBuilder,
-};
+use iceberg::spec::{DataContentType, DataFile, ManifestFile, TableMetadata, TableMetadataBuilder};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use uuid::Uuid;
 
 use crate::catalog::PointerSwap;
+use crate::commit::{KeptFile, ManifestContent, new_snapshot_id, write_manifest};
 use crate::error::IcebergContext;
 use crate::{Lake, LakeError, LakeTable, Result};
 
@@ -32,14 +30,9 @@ pub struct ExpireOutcome {
     pub files_deleted: usize,
 }
 
-/// Every live entry of the current snapshot: data files and delete files with their
-/// snapshot id and sequence numbers.
-struct Entry {
-    file: DataFile,
-    snapshot_id: i64,
-    sequence_number: i64,
-    file_sequence_number: i64,
-}
+/// A live entry of the current snapshot (data or delete file) with its snapshot id and
+/// sequence numbers.
+type Entry = KeptFile;
 
 impl Lake {
     /// Replaces the data files `removed` of `table`'s current snapshot by `added` (their
@@ -112,14 +105,13 @@ impl Lake {
 
         let snapshot_id = new_snapshot_id(base);
         let sequence_number = base.next_sequence_number();
-        let schema = base.current_schema().clone();
-        let spec = base.default_partition_spec().as_ref().clone();
         let meta_dir = format!("{}/metadata", base.location());
         let commit_uuid = Uuid::new_v4();
         let mut manifests: Vec<ManifestFile> = Vec::new();
         for deletes in [false, true] {
-            let mine: Vec<&&Entry> = kept
+            let mine: Vec<&Entry> = kept
                 .iter()
+                .copied()
                 .filter(|e| (e.file.content_type() == DataContentType::Data) != deletes)
                 .collect();
             let new_files: &[DataFile] = match (deletes, &merged_deletes) {
@@ -131,34 +123,20 @@ impl Lake {
                 continue;
             }
             let path = format!("{meta_dir}/{commit_uuid}-r{}.avro", u8::from(deletes));
-            let output = io.new_output(&path).ctx(|| ctx("creating a manifest"))?;
-            let builder =
-                ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.clone());
-            let mut writer = if deletes {
-                builder.build_v2_deletes()
-            } else {
-                builder.build_v2_data()
-            };
-            for e in mine {
-                writer
-                    .add_existing_file(
-                        e.file.clone(),
-                        e.snapshot_id,
-                        e.sequence_number,
-                        Some(e.file_sequence_number),
-                    )
-                    .ctx(|| ctx("adding a kept file to a manifest"))?;
-            }
-            for f in new_files {
-                writer
-                    .add_file(f.clone(), sequence_number)
-                    .ctx(|| ctx("adding a new file to a manifest"))?;
-            }
             manifests.push(
-                writer
-                    .write_manifest_file()
-                    .await
-                    .ctx(|| ctx("writing a manifest"))?,
+                write_manifest(
+                    io,
+                    table,
+                    &path,
+                    ManifestContent {
+                        snapshot_id,
+                        sequence_number,
+                        deletes,
+                        kept: &mine,
+                        added: new_files,
+                    },
+                )
+                .await?,
             );
         }
 
@@ -359,15 +337,6 @@ impl Lake {
             .await
             .map_err(|e| LakeError::Invalid(format!("catalog commit task failed: {e}")))??;
         LakeTable::new(table.name().clone(), Arc::new(metadata), Some(location))
-    }
-}
-
-fn new_snapshot_id(base: &TableMetadata) -> i64 {
-    loop {
-        let id = rand::random::<i64>() & i64::MAX;
-        if id != 0 && base.snapshot_by_id(id).is_none() {
-            return id;
-        }
     }
 }
 
