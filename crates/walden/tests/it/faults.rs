@@ -296,7 +296,6 @@ async fn a_full_lake_disk_commits_and_acknowledges_nothing_then_recovers() {
     }
     let _unmount = Unmount(lake_dir.clone());
     let cfg = config(dir.path(), &url, "");
-    let cfg_path = dir.path().join("walden.toml");
     catch_up(&cfg).await;
     let before = Lake::open(&cfg.lake.warehouse)
         .unwrap()
@@ -314,27 +313,19 @@ async fn a_full_lake_disk_commits_and_acknowledges_nothing_then_recovers() {
         )
         .await
         .unwrap();
-    let log_path = dir.path().join("replicate.log");
-    let mut child = Command::new(walden_bin())
-        .args(["replicate", "--quiet", "-c", cfg_path.to_str().unwrap()])
-        .env_remove("WALDEN_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut replicator = crate::Replicator::start(dir.path(), &[]);
     // It fails to write, says why, and retries; nothing is committed or acknowledged.
     let mut said = false;
     for _ in 0..300 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if log.contains("No space left on device") {
+        if replicator.log().contains("No space left on device") {
             said = true;
             break;
         }
     }
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let log = replicator.log();
     assert!(said, "no disk-full error reported:\n{log}");
-    assert!(child.try_wait().unwrap().is_none(), "it gave up:\n{log}");
+    assert!(replicator.running(), "it gave up:\n{log}");
     assert_eq!(
         lake.progress(crate::slot(&cfg)).unwrap().unwrap().lsn,
         before
@@ -364,11 +355,7 @@ async fn a_full_lake_disk_commits_and_acknowledges_nothing_then_recovers() {
             break;
         }
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let (status, log) = replicator.stop();
     assert!(recovered, "it did not recover when space returned:\n{log}");
     assert!(status.success(), "exit status {status:?}:\n{log}");
     catch_up(&cfg).await;

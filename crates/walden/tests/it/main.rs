@@ -140,3 +140,62 @@ pub fn check_with_python_readers(lake: &Path, url: &str, tables: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `walden replicate` running in the background on the config `config` wrote in `dir`,
+/// its log in `dir/replicate.log`. Dropped without [`Replicator::stop`] (a failed
+/// assertion), it is killed, so a failing test leaves nothing running.
+pub struct Replicator {
+    child: Option<std::process::Child>,
+    log: PathBuf,
+}
+
+impl Replicator {
+    /// Starts it with `envs` (e.g. `WALDEN_LOG`).
+    pub fn start(dir: &Path, envs: &[(&str, &str)]) -> Self {
+        let log = dir.join("replicate.log");
+        let mut cmd = Command::new(walden_bin());
+        cmd.args(["replicate", "--quiet", "-c"])
+            .arg(dir.join("walden.toml"))
+            .env_remove("WALDEN_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("creating the replicator's log"));
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Self {
+            child: Some(cmd.spawn().expect("starting walden replicate")),
+            log,
+        }
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// SIGTERM, then waits for it: its exit status and its whole log.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = child.wait().expect("waiting for walden replicate");
+        (status, self.log())
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

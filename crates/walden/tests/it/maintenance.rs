@@ -52,15 +52,8 @@ async fn compaction_and_expiration_while_streaming_lose_and_resurrect_nothing() 
         "flush_interval_ms = 100\nmaintenance_interval_ms = 150\nsnapshot_retention_ms = 0\n",
     );
     let warehouse = cfg.lake.warehouse.clone();
-    let cfg_path = dir.path().join("walden.toml");
-    let log_path = dir.path().join("replicate.log");
-    let mut child = std::process::Command::new(crate::walden_bin())
-        .args(["replicate", "--quiet", "-c", cfg_path.to_str().unwrap()])
-        .env("WALDEN_LOG", "warn,walden_replicate=info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let replicator =
+        crate::Replicator::start(dir.path(), &[("WALDEN_LOG", "warn,walden_replicate=info")]);
 
     // A workload of many small transactions, so flushes make many small files and delete
     // files while maintenance rewrites them underneath (fixed pattern, no randomness).
@@ -99,11 +92,7 @@ async fn compaction_and_expiration_while_streaming_lose_and_resurrect_nothing() 
             break;
         }
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let (status, log) = replicator.stop();
     assert!(status.success(), "exit status {status:?}:\n{log}");
     assert!(
         settled,
@@ -153,21 +142,14 @@ async fn a_large_file_with_many_deletes_is_rewritten_batch_by_batch_and_the_inde
     );
     let warehouse = cfg.lake.warehouse.clone();
     crate::streaming::catch_up(&cfg).await;
-    let cfg_path = dir.path().join("walden.toml");
-    let log_path = dir.path().join("replicate.log");
-    let mut child = std::process::Command::new(crate::walden_bin())
-        .args(["replicate", "--quiet", "-c", cfg_path.to_str().unwrap()])
-        .env("WALDEN_LOG", "warn,walden_replicate=info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let replicator =
+        crate::Replicator::start(dir.path(), &[("WALDEN_LOG", "warn,walden_replicate=info")]);
     // A third of the copied rows go: the copy's file becomes a file with many deletes.
     exec(&client, "DELETE FROM wide WHERE id % 3 = 0").await;
     let mut streamed = false;
     for _ in 0..300 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let log = replicator.log();
         // (The log may carry colour codes between a field's name and value.)
         if log
             .lines()
@@ -184,11 +166,7 @@ async fn a_large_file_with_many_deletes_is_rewritten_batch_by_batch_and_the_inde
          DELETE FROM wide WHERE id % 11 = 2;",
     )
     .await;
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let (status, log) = replicator.stop();
     assert!(status.success(), "exit status {status:?}:\n{log}");
     assert!(streamed, "no streamed rewrite:\n{log}");
     crate::streaming::catch_up(&cfg).await;

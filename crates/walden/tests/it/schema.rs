@@ -176,7 +176,7 @@ async fn wait_for_count(
     warehouse: &std::path::Path,
     table: &str,
     want: &str,
-    log: &std::path::Path,
+    replicator: &crate::Replicator,
 ) {
     for _ in 0..600 {
         if lake_count(warehouse, table).await.as_deref() == Some(want) {
@@ -187,7 +187,7 @@ async fn wait_for_count(
     panic!(
         "{table} did not reach {want} rows in the lake (has {:?}); the replicator said:\n{}",
         lake_count(warehouse, table).await,
-        std::fs::read_to_string(log).unwrap_or_default()
+        replicator.log()
     );
 }
 
@@ -201,17 +201,11 @@ async fn a_running_replicator_adds_new_tables_and_follows_ddl() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     config(dir.path(), &url, "table_discovery_interval_ms = 300");
-    let cfg_path = dir.path().join("walden.toml");
     let cfg = crate::extend_config(dir.path(), "");
     let warehouse = cfg.lake.warehouse.clone();
-    let log = dir.path().join("replicate.log");
-    let mut child = std::process::Command::new(crate::walden_bin())
-        .args(["replicate", "--quiet", "-c", cfg_path.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_for_count(&warehouse, "public.first", "2", &log).await;
+    let replicator = crate::Replicator::start(dir.path(), &[]);
+    let log = &replicator;
+    wait_for_count(&warehouse, "public.first", "2", log).await;
 
     // While it streams: a new table with rows and changes right after its creation, a
     // table that fails the preflight rules, and a column added to a streamed table.
@@ -225,7 +219,7 @@ async fn a_running_replicator_adds_new_tables_and_follows_ddl() {
          INSERT INTO first VALUES (3, 'c', 30);",
     )
     .await;
-    wait_for_count(&warehouse, "public.second", "100", &log).await;
+    wait_for_count(&warehouse, "public.second", "100", log).await;
     exec(
         &client,
         "UPDATE second SET label = 'changed' WHERE id <= 10;
@@ -237,13 +231,9 @@ async fn a_running_replicator_adds_new_tables_and_follows_ddl() {
          INSERT INTO first VALUES (4, NULL, 40);",
     )
     .await;
-    wait_for_count(&warehouse, "public.first", "4", &log).await;
-    wait_for_count(&warehouse, "public.second", "91", &log).await;
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
-    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for_count(&warehouse, "public.first", "4", log).await;
+    wait_for_count(&warehouse, "public.second", "91", log).await;
+    let (status, stderr) = replicator.stop();
     assert!(status.success(), "exit status {status:?}:\n{stderr}");
     assert!(
         stderr.contains("no_key") && stderr.contains("cannot be replicated"),

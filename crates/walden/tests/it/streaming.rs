@@ -604,13 +604,7 @@ async fn the_heartbeat_emits_logical_messages_while_streaming() {
         &format!("SELECT pg_create_logical_replication_slot('{watcher}', 'test_decoding')"),
     )
     .await;
-    let cfg_path = dir.path().join("walden.toml");
-    let mut child = std::process::Command::new(crate::walden_bin())
-        .args(["replicate", "--quiet", "-c", cfg_path.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let replicator = crate::Replicator::start(dir.path(), &[]);
     let mut beats = 0i64;
     for _ in 0..100 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -629,10 +623,7 @@ async fn the_heartbeat_emits_logical_messages_while_streaming() {
             break;
         }
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
+    let (status, _) = replicator.stop();
     exec(
         &client,
         &format!("SELECT pg_drop_replication_slot('{watcher}')"),
