@@ -244,13 +244,7 @@ async fn one_run(pg: &LocalPostgres, url: &str, o: &Options, walden: &Path) -> R
     eprintln!("initial copy ...");
     crate::catch_up(walden, &cfg_arg)?;
     // The baseline's own slot (walden's publication exists now).
-    client
-        .batch_execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-               WHERE slot_name = 'bench_recv';
-             SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput');",
-        )
-        .await?;
+    crate::fresh_recv_slot(&client).await?;
     let recv_out = dir.join("recv.out");
     let mut recv = Command::new(pg.bin_dir().join("pg_recvlogical"))
         .args([
