@@ -26,6 +26,15 @@ pub struct Progress {
     pub state: serde_json::Value,
 }
 
+/// The catalog as of one read: table pointers and the progress that covers them.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogState {
+    /// Every table with the location of its current metadata file, by name.
+    pub tables: Vec<(TableName, String)>,
+    /// Every stream's progress, by stream name.
+    pub progress: Vec<Progress>,
+}
+
 /// One pointer swap in a catalog transaction.
 #[derive(Debug, Clone)]
 pub(crate) struct PointerSwap {
@@ -156,6 +165,47 @@ impl CatalogStore {
                 },
             )
             .optional()
+        })
+    }
+
+    /// Every table pointer and every stream's progress, read in one transaction: the
+    /// progress covers exactly the table versions listed.
+    pub fn state(&self) -> Result<CatalogState> {
+        self.with_conn("reading the catalog", |c| {
+            let tx = c.transaction()?;
+            let tables = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT table_namespace, table_name, metadata_location FROM iceberg_tables
+                     WHERE catalog_name = ?1 AND metadata_location IS NOT NULL
+                       AND (iceberg_type IS NULL OR iceberg_type = 'TABLE')
+                     ORDER BY table_namespace, table_name",
+                )?;
+                let rows = stmt.query_map(params![self.catalog_name], |row| {
+                    Ok((
+                        TableName::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?),
+                        row.get::<_, String>(2)?,
+                    ))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            let progress = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT stream, lsn, committed_at_ms, state FROM walden_progress
+                     WHERE catalog_name = ?1 ORDER BY stream",
+                )?;
+                let rows = stmt.query_map(params![self.catalog_name], |row| {
+                    let state: String = row.get(3)?;
+                    Ok(Progress {
+                        stream: row.get(0)?,
+                        lsn: row.get::<_, i64>(1)? as u64,
+                        committed_at_ms: row.get(2)?,
+                        state: serde_json::from_str(&state).unwrap_or(serde_json::Value::Null),
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            tx.finish()?;
+            Ok(CatalogState { tables, progress })
         })
     }
 

@@ -29,7 +29,7 @@ use iceberg::spec::{
     FormatVersion, SortOrder, TableMetadata, TableMetadataBuilder, UnboundPartitionSpec,
 };
 
-pub use catalog::Progress;
+pub use catalog::{CatalogState, Progress};
 pub use commit::{Commit, CommitOutcome, TableChange};
 pub use error::{LakeError, Result};
 pub use iceberg::io::FileIO;
@@ -141,9 +141,21 @@ impl Lake {
         let Some(location) = self.store.metadata_location(name)? else {
             return Ok(None);
         };
+        self.load_table_at(name, &location).await.map(Some)
+    }
+
+    /// Every table pointer and every stream's progress from one catalog transaction, so
+    /// the progress describes exactly these table versions (see [`Lake::load_table_at`]).
+    pub fn catalog_state(&self) -> Result<CatalogState> {
+        self.store.state()
+    }
+
+    /// The table as of one metadata file (a location from [`Lake::catalog_state`]).
+    /// Metadata files never change once written, so the result can be cached by location.
+    pub async fn load_table_at(&self, name: &TableName, location: &str) -> Result<LakeTable> {
         let bytes = self
             .file_io
-            .new_input(&location)
+            .new_input(location)
             .ctx(|| format!("opening metadata of {name} at {location}"))?
             .read()
             .await
@@ -153,7 +165,7 @@ impl Lake {
                 "metadata of {name} at {location} is not valid: {e}"
             ))
         })?;
-        LakeTable::new(name.clone(), Arc::new(metadata), Some(location)).map(Some)
+        LakeTable::new(name.clone(), Arc::new(metadata), Some(location.to_string()))
     }
 
     /// A table that does not exist yet: it becomes visible when a [`Commit`] that contains

@@ -1,32 +1,94 @@
-//! SQL over the lake with DataFusion.
+//! SQL over the lake with DataFusion: the query service every front end uses.
 //!
-//! [`QueryEngine::session`] builds a read-only session whose catalog `walden` has one
-//! schema per lake namespace and one table per lake table, each pinned to the snapshot
-//! current when the session was built. [`QueryEngine::sql`] plans with DDL, DML and
-//! statements forbidden on the logical plan (DataFusion's `SQLOptions`), never by looking
-//! at SQL text.
+//! - [`catalog`]: the shared view of the lake, one consistent catalog read per query, with
+//!   table metadata and file plans cached by metadata location;
+//! - [`service`]: [`QueryService`], which parses, plans, checks, runs, caps and audits
+//!   each query for a [`Principal`];
+//! - [`policy`]: principals, their grants and [`Limits`];
+//! - [`secure`]: masked columns and row filters inside the scan;
+//! - [`guard`]: the checks on the logical plan;
+//! - [`limits`]: per-query memory pools under a global budget, result caps;
+//! - [`functions`]: functions whose output can dwarf their input, bounded;
+//! - [`audit`]: the durable audit log;
+//! - [`system`]: the `walden.*` tables.
+//!
+//! [`QueryEngine`] is the local operator's shortcut (`walden query`, tests): the same
+//! service with the operator principal and no audit.
 
+pub mod audit;
+pub mod catalog;
+pub mod functions;
+pub mod guard;
+pub mod limits;
+pub mod policy;
 mod provider;
 mod schema;
+pub mod secure;
+pub mod service;
+pub mod system;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::MemorySchemaProvider;
 use datafusion::error::DataFusionError;
-use datafusion::execution::context::SQLOptions;
-use datafusion::prelude::{SessionConfig, SessionContext};
 use walden_lake::{Lake, LakeError};
 
+pub use audit::{AuditLog, AuditRecord, Outcome};
+pub use catalog::LakeCatalog;
+pub use policy::{Limits, Principal, Protocol};
 pub use provider::LakeTableProvider;
-use schema::LakeSchema;
+pub use service::{Answer, AsOf, Cancel, Prepared, QueryService, ServiceOptions, Summary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error(transparent)]
     Lake(#[from] LakeError),
+    /// Planning or execution failed (bad SQL, unknown names, a failed operator).
     #[error("{0}")]
     Sql(#[from] DataFusionError),
+    #[error("syntax error: {0}")]
+    Parse(String),
+    /// A guardrail or grant refused the query before it ran.
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error(
+        "the query ran longer than its time limit of {} ms (timeout_ms) and was stopped; \
+         narrow it with filters or a LIMIT",
+        .0.as_millis()
+    )]
+    Timeout(Duration),
+    #[error("the query was cancelled")]
+    Cancelled,
+    /// Memory (the query's limit, the server's budget, or a bounded function).
+    #[error("{0}")]
+    Resources(String),
+}
+
+impl QueryError {
+    /// Whether the query was refused by policy rather than failing.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, QueryError::Refused(_))
+    }
+
+    /// A DataFusion error as the client should see it.
+    pub(crate) fn from_df(e: DataFusionError, memory_limit: usize) -> Self {
+        if let DataFusionError::External(inner) = e.find_root()
+            && let Some(q) = inner.downcast_ref::<QueryError>()
+        {
+            match q {
+                QueryError::Cancelled => return QueryError::Cancelled,
+                QueryError::Timeout(t) => return QueryError::Timeout(*t),
+                _ => {}
+            }
+        }
+        match e.find_root() {
+            DataFusionError::ResourcesExhausted(m) => QueryError::Resources(format!(
+                "{m} (this principal's memory limit is {memory_limit} bytes)"
+            )),
+            _ => QueryError::Sql(e),
+        }
+    }
 }
 
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
@@ -34,57 +96,40 @@ pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 /// The catalog name SQL sees (`walden.public.orders`, or just `public.orders`).
 pub const SQL_CATALOG: &str = "walden";
 
-/// Builds sessions over a lake.
+/// An LSN as Postgres writes it (`16/B374D848`).
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+/// The local operator's engine: every table, no caps, no audit.
 #[derive(Clone)]
 pub struct QueryEngine {
-    lake: Lake,
+    service: QueryService,
+    operator: Arc<Principal>,
 }
 
 impl QueryEngine {
     pub fn new(lake: Lake) -> Self {
-        Self { lake }
+        let service = QueryService::new(LakeCatalog::new(lake), None, ServiceOptions::default())
+            .expect("the built-in session setup is valid");
+        Self {
+            service,
+            operator: Arc::new(Principal::operator()),
+        }
     }
 
-    /// A session over the current snapshot of every table.
-    pub async fn session(&self) -> Result<SessionContext> {
-        let config = SessionConfig::new()
-            .with_default_catalog_and_schema(SQL_CATALOG, "public")
-            .with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
-        let catalog = ctx
-            .catalog(SQL_CATALOG)
-            .ok_or_else(|| DataFusionError::Internal("default catalog missing".into()))?;
-        catalog.register_schema("public", Arc::new(MemorySchemaProvider::new()))?;
-        // One schema per namespace; tables are loaded and planned when a query names them,
-        // not up front.
-        let mut namespaces: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        for name in self.lake.list_tables()? {
-            namespaces
-                .entry(name.namespace)
-                .or_default()
-                .push(name.name);
-        }
-        for (namespace, tables) in namespaces {
-            catalog.register_schema(
-                &namespace.clone(),
-                Arc::new(LakeSchema::new(self.lake.clone(), namespace, tables)),
-            )?;
-        }
-        Ok(ctx)
-    }
-
-    /// The options every query is planned with: no DDL, no DML, no statements.
-    pub fn read_only() -> SQLOptions {
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false)
+    pub fn service(&self) -> &QueryService {
+        &self.service
     }
 
     /// Runs one read-only query.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        let ctx = self.session().await?;
-        let df = ctx.sql_with_options(sql, Self::read_only()).await?;
-        Ok(df.collect().await?)
+        let mut answer = self
+            .service
+            .execute(&self.operator, Protocol::Cli, sql, None, None)
+            .await?;
+        let batches = answer.collect().await;
+        answer.finish().await;
+        batches
     }
 }

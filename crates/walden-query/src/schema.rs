@@ -1,42 +1,50 @@
-//! A lake namespace as a DataFusion schema whose tables are loaded on first use.
+//! A lake namespace as one principal sees it, as a DataFusion schema.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::SchemaProvider;
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use tokio::sync::Mutex;
 use walden_lake::{Lake, TableName};
 
-use crate::LakeTableProvider;
+use crate::catalog::CatalogSnapshot;
+use crate::policy::Principal;
+use crate::secure::PolicyTableProvider;
 
-/// The tables of one namespace as the catalog listed them when the session was built. A
-/// table's metadata is read and its files planned the first time a query names it; later
-/// references in the same session get the same snapshot.
-pub(crate) struct LakeSchema {
+/// The tables of one namespace in one catalog snapshot. A table's files are planned the
+/// first time any session names it at that snapshot (see [`crate::catalog`]); a principal
+/// with masked columns or a row filter on it gets it wrapped in a [`PolicyTableProvider`].
+pub(crate) struct NamespaceSchema {
     lake: Lake,
+    snapshot: Arc<CatalogSnapshot>,
     namespace: String,
     tables: Vec<String>,
-    loaded: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+    principal: Arc<Principal>,
 }
 
-impl LakeSchema {
-    pub(crate) fn new(lake: Lake, namespace: String, tables: Vec<String>) -> Self {
+impl NamespaceSchema {
+    pub(crate) fn new(
+        lake: Lake,
+        snapshot: Arc<CatalogSnapshot>,
+        namespace: String,
+        tables: Vec<String>,
+        principal: Arc<Principal>,
+    ) -> Self {
         Self {
             lake,
+            snapshot,
             namespace,
             tables,
-            loaded: Mutex::new(HashMap::new()),
+            principal,
         }
     }
 }
 
-impl std::fmt::Debug for LakeSchema {
+impl std::fmt::Debug for NamespaceSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LakeSchema")
+        f.debug_struct("NamespaceSchema")
             .field("namespace", &self.namespace)
             .field("tables", &self.tables)
             .finish()
@@ -44,7 +52,7 @@ impl std::fmt::Debug for LakeSchema {
 }
 
 #[async_trait]
-impl SchemaProvider for LakeSchema {
+impl SchemaProvider for NamespaceSchema {
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -57,22 +65,29 @@ impl SchemaProvider for LakeSchema {
         if !self.table_exist(name) {
             return Ok(None);
         }
-        let mut loaded = self.loaded.lock().await;
-        if let Some(provider) = loaded.get(name) {
-            return Ok(Some(provider.clone()));
-        }
-        let lake_name = TableName::new(&self.namespace, name);
-        let external = |e: walden_lake::LakeError| DataFusionError::External(Box::new(e));
-        let Some(table) = self.lake.load_table(&lake_name).await.map_err(external)? else {
+        let key = TableName::new(&self.namespace, name);
+        let Some(entry) = self.snapshot.tables.get(&key) else {
             return Ok(None);
         };
-        let provider: Arc<dyn TableProvider> = Arc::new(
-            LakeTableProvider::new(&self.lake, table)
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?,
-        );
-        loaded.insert(name.to_string(), provider.clone());
-        Ok(Some(provider))
+        let provider = entry
+            .provider(&self.lake)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let masked: Vec<&str> = self
+            .principal
+            .masked(&self.namespace, name)
+            .map(|m| m.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let filter = self.principal.row_filter(&self.namespace, name);
+        if masked.is_empty() && filter.is_none() {
+            return Ok(Some(provider));
+        }
+        Ok(Some(Arc::new(PolicyTableProvider::new(
+            key.to_string(),
+            provider,
+            &masked,
+            filter.map(str::to_string),
+        ))))
     }
 
     fn table_exist(&self, name: &str) -> bool {

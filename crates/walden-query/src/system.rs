@@ -1,0 +1,341 @@
+//! The `walden` schema: what the lake holds and how fresh it is, as tables.
+//!
+//! - `walden.tables`: one row per table the principal may see (rows, files, bytes, the
+//!   snapshot, its commit time and LSN, primary key, description);
+//! - `walden.columns`: one row per column (SQL type, nullability, key, masked, description
+//!   from the source's `COMMENT ON COLUMN`);
+//! - `walden.replication_status`: per replication stream, the lake LSN and commit time the
+//!   lake is as of, and the seconds since;
+//! - `walden.audit_log`: the principal's own queries (everyone's for audit readers).
+//!
+//! Each is built from the session's catalog snapshot when a query names it, so it agrees
+//! with the data tables of the same query.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMillisecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{MemTable, SchemaProvider};
+use datafusion::datasource::TableProvider;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use walden_lake::Lake;
+
+use crate::audit::{AuditLog, audit_schema};
+use crate::catalog::CatalogSnapshot;
+use crate::format_lsn;
+use crate::policy::Principal;
+
+/// The system tables' names.
+pub const SYSTEM_TABLES: &[&str] = &["tables", "columns", "replication_status", "audit_log"];
+
+/// Rows of `walden.audit_log` a query can read.
+const AUDIT_ROWS: usize = 100_000;
+
+pub(crate) struct SystemSchema {
+    lake: Lake,
+    snapshot: Arc<CatalogSnapshot>,
+    principal: Arc<Principal>,
+    audit: Option<AuditLog>,
+    stream: Option<String>,
+}
+
+impl SystemSchema {
+    pub(crate) fn new(
+        lake: Lake,
+        snapshot: Arc<CatalogSnapshot>,
+        principal: Arc<Principal>,
+        audit: Option<AuditLog>,
+        stream: Option<String>,
+    ) -> Self {
+        Self {
+            lake,
+            snapshot,
+            principal,
+            audit,
+            stream,
+        }
+    }
+
+    fn visible(&self) -> impl Iterator<Item = &Arc<crate::catalog::TableEntry>> {
+        self.snapshot
+            .tables
+            .iter()
+            .filter(|(name, _)| self.principal.sees_namespace(&name.namespace))
+            .map(|(_, e)| e)
+    }
+
+    async fn tables(&self) -> DfResult<RecordBatch> {
+        let schema = tables_schema();
+        let mut ns = StringBuilder::new();
+        let mut name = StringBuilder::new();
+        let mut kind = StringBuilder::new();
+        let mut rows = Int64Builder::new();
+        let mut files = Int64Builder::new();
+        let mut bytes = Int64Builder::new();
+        let mut snapshot_id = Int64Builder::new();
+        let mut committed = TimestampMillisecondBuilder::new().with_timezone("UTC");
+        let mut lsn = StringBuilder::new();
+        let mut pk = StringBuilder::new();
+        let mut description = StringBuilder::new();
+        for entry in self.visible() {
+            let table = entry.table(&self.lake).await.map_err(external)?;
+            let meta = table.metadata();
+            ns.append_value(&entry.name().namespace);
+            name.append_value(&entry.name().name);
+            kind.append_value("table");
+            let snap = meta.current_snapshot();
+            let total = |key: &str| {
+                snap.and_then(|s| s.summary().additional_properties.get(key))
+                    .and_then(|v| v.parse::<i64>().ok())
+            };
+            match (total("total-records"), total("total-position-deletes")) {
+                (Some(r), d) => rows.append_value(r - d.unwrap_or(0)),
+                (None, _) if snap.is_none() => rows.append_value(0),
+                (None, _) => rows.append_null(),
+            }
+            files.append_option(total("total-data-files").or(snap.map(|_| 0)));
+            bytes.append_option(total("total-files-size").or(snap.map(|_| 0)));
+            snapshot_id.append_option(snap.map(|s| s.snapshot_id()));
+            committed.append_option(snap.map(|s| s.timestamp_ms()));
+            lsn.append_option(
+                table
+                    .snapshot_property("walden.lsn")
+                    .and_then(|l| l.parse::<u64>().ok())
+                    .map(format_lsn),
+            );
+            let schema = meta.current_schema();
+            let keys: Vec<String> = schema
+                .identifier_field_ids()
+                .filter_map(|id| schema.name_by_field_id(id).map(str::to_string))
+                .collect();
+            pk.append_option((!keys.is_empty()).then(|| keys.join(", ")));
+            description.append_option(meta.properties().get("comment"));
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(ns.finish()),
+            Arc::new(name.finish()),
+            Arc::new(kind.finish()),
+            Arc::new(rows.finish()),
+            Arc::new(files.finish()),
+            Arc::new(bytes.finish()),
+            Arc::new(snapshot_id.finish()),
+            Arc::new(committed.finish()),
+            Arc::new(lsn.finish()),
+            Arc::new(pk.finish()),
+            Arc::new(description.finish()),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    async fn columns(&self) -> DfResult<RecordBatch> {
+        let mut ns = StringBuilder::new();
+        let mut table_name = StringBuilder::new();
+        let mut column = StringBuilder::new();
+        let mut ordinal = Int32Builder::new();
+        let mut data_type = StringBuilder::new();
+        let mut nullable = BooleanBuilder::new();
+        let mut key = BooleanBuilder::new();
+        let mut masked = BooleanBuilder::new();
+        let mut description = StringBuilder::new();
+        for entry in self.visible() {
+            let table = entry.table(&self.lake).await.map_err(external)?;
+            let schema = table.metadata().current_schema();
+            let keys: Vec<i32> = schema.identifier_field_ids().collect();
+            let arrow = table.arrow_schema();
+            let hidden = self
+                .principal
+                .masked(&entry.name().namespace, &entry.name().name);
+            for (i, (field, arrow_field)) in schema
+                .as_struct()
+                .fields()
+                .iter()
+                .zip(arrow.fields())
+                .enumerate()
+            {
+                ns.append_value(&entry.name().namespace);
+                table_name.append_value(&entry.name().name);
+                column.append_value(&field.name);
+                ordinal.append_value(i as i32 + 1);
+                data_type.append_value(sql_type_name(arrow_field.data_type()));
+                let is_masked = hidden.is_some_and(|m| m.contains(&field.name));
+                nullable.append_value(!field.required || is_masked);
+                key.append_value(keys.contains(&field.id));
+                masked.append_value(is_masked);
+                description.append_option(field.doc.as_deref());
+            }
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(ns.finish()),
+            Arc::new(table_name.finish()),
+            Arc::new(column.finish()),
+            Arc::new(ordinal.finish()),
+            Arc::new(data_type.finish()),
+            Arc::new(nullable.finish()),
+            Arc::new(key.finish()),
+            Arc::new(masked.finish()),
+            Arc::new(description.finish()),
+        ];
+        Ok(RecordBatch::try_new(columns_schema(), columns)?)
+    }
+
+    fn replication_status(&self) -> DfResult<RecordBatch> {
+        let mut stream = StringBuilder::new();
+        let mut lsn = StringBuilder::new();
+        let mut committed = TimestampMillisecondBuilder::new().with_timezone("UTC");
+        let mut since = Float64Builder::new();
+        let mut current = BooleanBuilder::new();
+        for p in &self.snapshot.progress {
+            stream.append_value(&p.stream);
+            lsn.append_value(format_lsn(p.lsn));
+            committed.append_value(p.committed_at_ms);
+            since.append_value((self.snapshot.read_at_ms - p.committed_at_ms).max(0) as f64 / 1e3);
+            current.append_value(match &self.stream {
+                Some(s) => *s == p.stream,
+                None => self.snapshot.progress.len() == 1,
+            });
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(stream.finish()),
+            Arc::new(lsn.finish()),
+            Arc::new(committed.finish()),
+            Arc::new(since.finish()),
+            Arc::new(current.finish()),
+        ];
+        Ok(RecordBatch::try_new(status_schema(), columns)?)
+    }
+
+    fn audit_log(&self) -> DfResult<RecordBatch> {
+        match &self.audit {
+            None => Ok(RecordBatch::new_empty(audit_schema())),
+            Some(log) => {
+                let who = (!self.principal.audit_reader()).then(|| self.principal.name());
+                log.read(who, AUDIT_ROWS)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))
+            }
+        }
+    }
+}
+
+fn external(e: crate::QueryError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+impl std::fmt::Debug for SystemSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SystemSchema")
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        SYSTEM_TABLES.iter().map(|s| s.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let batch = match name {
+            "tables" => self.tables().await?,
+            "columns" => self.columns().await?,
+            "replication_status" => self.replication_status()?,
+            "audit_log" => self.audit_log()?,
+            _ => return Ok(None),
+        };
+        Ok(Some(Arc::new(MemTable::try_new(
+            batch.schema(),
+            vec![vec![batch]],
+        )?)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        SYSTEM_TABLES.contains(&name)
+    }
+}
+
+fn utc_ms() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+fn tables_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("namespace", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("rows", DataType::Int64, true),
+        Field::new("data_files", DataType::Int64, true),
+        Field::new("size_bytes", DataType::Int64, true),
+        Field::new("snapshot_id", DataType::Int64, true),
+        Field::new("last_commit", utc_ms(), true),
+        Field::new("lsn", DataType::Utf8, true),
+        Field::new("primary_key", DataType::Utf8, true),
+        Field::new("description", DataType::Utf8, true),
+    ]))
+}
+
+fn columns_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("namespace", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("ordinal", DataType::Int32, false),
+        Field::new("data_type", DataType::Utf8, false),
+        Field::new("nullable", DataType::Boolean, false),
+        Field::new("primary_key", DataType::Boolean, false),
+        Field::new("masked", DataType::Boolean, false),
+        Field::new("description", DataType::Utf8, true),
+    ]))
+}
+
+fn status_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("stream", DataType::Utf8, false),
+        Field::new("lake_lsn", DataType::Utf8, false),
+        Field::new("committed_at", utc_ms(), false),
+        Field::new("seconds_since_commit", DataType::Float64, false),
+        Field::new("current", DataType::Boolean, false),
+    ]))
+}
+
+/// How a column's type is written in SQL (Postgres spelling).
+pub fn sql_type_name(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint".into(),
+        DataType::Int32 | DataType::UInt16 => "integer".into(),
+        DataType::Int64 | DataType::UInt32 => "bigint".into(),
+        DataType::UInt64 => "numeric(20,0)".into(),
+        DataType::Float16 | DataType::Float32 => "real".into(),
+        DataType::Float64 => "double precision".into(),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("numeric({p},{s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea".into(),
+        DataType::FixedSizeBinary(16) => "uuid".into(),
+        DataType::FixedSizeBinary(_) => "bytea".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Time32(_) | DataType::Time64(_) => "time".into(),
+        DataType::Timestamp(_, None) => "timestamp".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
+        DataType::Interval(_) | DataType::Duration(_) => "interval".into(),
+        DataType::Struct(fields)
+            if fields.len() == 3
+                && fields[0].name() == "months"
+                && fields[1].name() == "days"
+                && fields[2].name() == "microseconds" =>
+        {
+            "interval (struct of months, days, microseconds)".into()
+        }
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            format!("{}[]", sql_type_name(f.data_type()))
+        }
+        DataType::Dictionary(_, v) => sql_type_name(v),
+        other => other.to_string(),
+    }
+}
