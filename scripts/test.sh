@@ -20,6 +20,20 @@ if ! have_pg; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq postgresql >/dev/null
 fi
+# psql (the endpoint tests drive it) and the JDBC driver with a JDK (a small Java
+# program checks the driver DBeaver, DataGrip and Metabase use).
+need=()
+command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+[ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
+command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
+if [ "${#need[@]}" -gt 0 ]; then
+  log "installing ${need[*]} with apt-get"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
   log "running as root: creating the postgres OS user the test clusters run as (initdb refuses root)"
   useradd --system --home /var/lib/postgresql --shell /bin/bash postgres

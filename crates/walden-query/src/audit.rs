@@ -84,7 +84,9 @@ pub struct AuditLog {
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog").field("path", &self.path).finish()
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -218,9 +220,7 @@ impl AuditLog {
         let mut truncated = BooleanBuilder::new();
         let mut message = StringBuilder::new();
         let mut lsn = StringBuilder::new();
-        let mut q = stmt
-            .query(params![principal, limit as i64])
-            .map_err(err)?;
+        let mut q = stmt.query(params![principal, limit as i64]).map_err(err)?;
         while let Some(r) = q.next().map_err(err)? {
             at.append_value(r.get(0).map_err(err)?);
             who.append_value(r.get::<_, String>(1).map_err(err)?);

@@ -72,10 +72,7 @@ pub fn check(plan: &LogicalPlan, allowed: &Allowed) -> Result<(), Refusal> {
             return Ok(TreeNodeRecursion::Stop);
         }
         if let LogicalPlan::Extension(e) = node {
-            refusal = Some(format!(
-                "plan node {} is not allowed",
-                e.node.name()
-            ));
+            refusal = Some(format!("plan node {} is not allowed", e.node.name()));
             return Ok(TreeNodeRecursion::Stop);
         }
         node.apply_expressions(|expr| {

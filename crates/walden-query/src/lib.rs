@@ -83,6 +83,9 @@ impl QueryError {
             }
         }
         match e.find_root() {
+            DataFusionError::ResourcesExhausted(m) if m.contains("memory_limit_bytes") => {
+                QueryError::Resources(m.clone())
+            }
             DataFusionError::ResourcesExhausted(m) => QueryError::Resources(format!(
                 "{m} (this principal's memory limit is {memory_limit} bytes)"
             )),
@@ -120,6 +123,15 @@ impl QueryEngine {
 
     pub fn service(&self) -> &QueryService {
         &self.service
+    }
+
+    /// The result columns `sql` would have, without running it.
+    pub async fn schema_of(&self, sql: &str) -> Result<datafusion::arrow::datatypes::SchemaRef> {
+        Ok(self
+            .service
+            .prepare(&self.operator, Protocol::Cli, sql)
+            .await?
+            .schema)
     }
 
     /// Runs one read-only query.

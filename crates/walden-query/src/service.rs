@@ -270,7 +270,10 @@ impl QueryService {
                     .map_err(QueryError::Sql)?
                     .into_iter()
                     .filter_map(|(k, v)| {
-                        k.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, v))
+                        k.trim_start_matches('$')
+                            .parse::<usize>()
+                            .ok()
+                            .map(|i| (i, v))
                     })
                     .collect();
                 params.sort_by_key(|(i, _)| *i);
@@ -510,11 +513,7 @@ impl QueryService {
 
     fn acquire(&self, principal: &Arc<Principal>) -> Result<Permit> {
         let max = principal.limits().max_concurrent_queries;
-        let mut running = self
-            .inner
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
         let n = running.entry(principal.name().to_string()).or_default();
         if *n >= max {
             return Err(QueryError::Refused(format!(
@@ -570,8 +569,8 @@ impl QueryService {
 /// recursion but becomes a tree as deep as it is long; every later pass recurses on it).
 fn guard_expression_depth(sql: &str) -> Result<()> {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     const MAX_CHAIN: usize = 1000;
     fn bump(chain: &mut [usize]) -> Result<()> {
         let c = chain.last_mut().expect("never empty");
@@ -617,9 +616,7 @@ fn guard_expression_depth(sql: &str) -> Result<()> {
             | Token::Ampersand
             | Token::Pipe
             | Token::DoubleColon => bump(&mut chain)?,
-            Token::Word(w) if matches!(w.keyword, Keyword::AND | Keyword::OR) => {
-                bump(&mut chain)?
-            }
+            Token::Word(w) if matches!(w.keyword, Keyword::AND | Keyword::OR) => bump(&mut chain)?,
             _ => {}
         }
     }

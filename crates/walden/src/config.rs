@@ -118,6 +118,22 @@ pub struct ServeSection {
     pub pg_listen: String,
     #[serde(default = "default_http_listen")]
     pub http_listen: String,
+    /// PEM certificate chain and key for TLS on the pgwire endpoint (both or neither).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// The audit log database (default: `<warehouse>/audit.db`).
+    #[serde(default)]
+    pub audit_path: Option<PathBuf>,
+    #[serde(default = "default_audit_retention_days")]
+    pub audit_retention_days: u64,
+    /// Memory all running queries share (each also has its principal's limit).
+    #[serde(default = "default_query_memory_bytes")]
+    pub query_memory_bytes: u64,
+    /// Where query operators spill (default: the system temp directory).
+    #[serde(default)]
+    pub spill_dir: Option<PathBuf>,
 }
 
 impl Default for ServeSection {
@@ -125,6 +141,12 @@ impl Default for ServeSection {
         Self {
             pg_listen: default_pg_listen(),
             http_listen: default_http_listen(),
+            tls_cert: None,
+            tls_key: None,
+            audit_path: None,
+            audit_retention_days: default_audit_retention_days(),
+            query_memory_bytes: default_query_memory_bytes(),
+            spill_dir: None,
         }
     }
 }
@@ -148,16 +170,131 @@ impl Default for ModelsSection {
 #[serde(deny_unknown_fields)]
 pub struct Principal {
     pub name: String,
+    /// Environment variable holding the pgwire password (SCRAM-SHA-256).
     #[serde(default)]
     pub password_env: Option<String>,
+    /// Environment variable holding the bearer token (HTTP, MCP).
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Instead of `password_env`: a file holding the password (trailing newline ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Instead of `token_env`: a file holding the token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Namespaces it may see (default: all).
     #[serde(default)]
     pub namespaces: Option<Vec<String>>,
     #[serde(default)]
     pub max_rows: Option<u64>,
     #[serde(default)]
+    pub max_result_bytes: Option<u64>,
+    #[serde(default)]
     pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
+    #[serde(default)]
+    pub max_concurrent_queries: Option<usize>,
+    #[serde(default)]
+    pub max_query_bytes: Option<usize>,
+    /// `schema.table.column` whose values this principal sees as NULL.
+    #[serde(default)]
+    pub masked_columns: Vec<String>,
+    /// `schema.table` → SQL predicate applied below every scan of the table.
+    #[serde(default)]
+    pub row_filters: BTreeMap<String, String>,
+    /// Sees every principal's rows of `walden.audit_log` (default: only its own).
+    #[serde(default)]
+    pub audit_reader: bool,
+}
+
+impl Principal {
+    /// The query service's view of this principal (grants and limits; no secrets).
+    pub fn to_query_principal(&self) -> walden_query::Principal {
+        let d = walden_query::Limits::default();
+        let mut p = walden_query::Principal::new(&self.name)
+            .with_limits(walden_query::Limits {
+                max_rows: self.max_rows.unwrap_or(d.max_rows),
+                max_result_bytes: self.max_result_bytes.unwrap_or(d.max_result_bytes),
+                timeout: self
+                    .timeout_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(d.timeout),
+                memory_limit_bytes: self
+                    .memory_limit_bytes
+                    .map(|b| b as usize)
+                    .unwrap_or(d.memory_limit_bytes),
+                max_concurrent_queries: self
+                    .max_concurrent_queries
+                    .unwrap_or(d.max_concurrent_queries),
+                max_query_bytes: self.max_query_bytes.unwrap_or(d.max_query_bytes),
+            })
+            .with_audit_reader(self.audit_reader);
+        if let Some(ns) = &self.namespaces {
+            p = p.with_namespaces(ns.iter().cloned());
+        }
+        for c in &self.masked_columns {
+            let parts: Vec<&str> = c.split('.').collect();
+            if let [schema, table, column] = parts[..] {
+                p = p.with_masked_column(schema, table, column);
+            }
+        }
+        for (t, predicate) in &self.row_filters {
+            if let Some((schema, table)) = t.split_once('.') {
+                p = p.with_row_filter(schema, table, predicate);
+            }
+        }
+        p
+    }
+
+    /// Reads the password and token from their environment variables or files; one that
+    /// is named but unset, empty or unreadable is an error naming it.
+    pub fn secrets(&self) -> Result<(Option<String>, Option<String>)> {
+        let read = |env_key: &str,
+                    var: &Option<String>,
+                    file_key: &str,
+                    file: &Option<PathBuf>|
+         -> Result<Option<String>> {
+            if let Some(v) = var {
+                return match std::env::var(v) {
+                    Ok(s) if !s.is_empty() => Ok(Some(s)),
+                    _ => bail!(
+                        "principal {:?}: `{env_key}` names environment variable {v}, which is \
+                         not set (or empty); export it before starting walden",
+                        self.name
+                    ),
+                };
+            }
+            if let Some(f) = file {
+                let text = std::fs::read_to_string(f).with_context(|| {
+                    format!(
+                        "principal {:?}: cannot read `{file_key}` {}",
+                        self.name,
+                        f.display()
+                    )
+                })?;
+                let text = text.trim_end_matches(['\n', '\r']).to_string();
+                if text.is_empty() {
+                    bail!(
+                        "principal {:?}: `{file_key}` {} is empty",
+                        self.name,
+                        f.display()
+                    );
+                }
+                return Ok(Some(text));
+            }
+            Ok(None)
+        };
+        Ok((
+            read(
+                "password_env",
+                &self.password_env,
+                "password_file",
+                &self.password_file,
+            )?,
+            read("token_env", &self.token_env, "token_file", &self.token_file)?,
+        ))
+    }
 }
 
 fn default_walden() -> String {
@@ -213,6 +350,12 @@ fn default_pg_listen() -> String {
 }
 fn default_http_listen() -> String {
     "127.0.0.1:7480".into()
+}
+fn default_audit_retention_days() -> u64 {
+    90
+}
+fn default_query_memory_bytes() -> u64 {
+    2 << 30
 }
 fn default_models_path() -> PathBuf {
     PathBuf::from("models")
@@ -335,6 +478,116 @@ fn validate(config: &mut Config, base: &Path, file: Option<&Path>) -> Result<()>
             ));
         }
         s.connection().map_err(|e| at("url", format!("{e:#}")))?;
+    }
+    if config.serve.tls_cert.is_some() != config.serve.tls_key.is_some() {
+        bail!(
+            "invalid configuration ({origin}): keys `serve.tls_cert` and `serve.tls_key` go \
+             together (both PEM files, or neither for no TLS)"
+        );
+    }
+    for (key, path) in [
+        ("audit_path", &mut config.serve.audit_path),
+        ("tls_cert", &mut config.serve.tls_cert),
+        ("tls_key", &mut config.serve.tls_key),
+        ("spill_dir", &mut config.serve.spill_dir),
+    ] {
+        if let Some(p) = path.as_mut()
+            && p.is_relative()
+            && !base.as_os_str().is_empty()
+        {
+            *p = base.join(&*p);
+        }
+        let _ = key;
+    }
+    for p in config.principals.iter_mut() {
+        for f in [&mut p.password_file, &mut p.token_file]
+            .into_iter()
+            .flatten()
+        {
+            if f.is_relative() && !base.as_os_str().is_empty() {
+                *f = base.join(&*f);
+            }
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, p) in config.principals.iter().enumerate() {
+        let at = |key: &str, msg: String| {
+            anyhow!(
+                "invalid configuration ({origin}): principals[{i}] ({:?}) key `{key}`: {msg}",
+                p.name
+            )
+        };
+        if p.name.is_empty() || p.name.contains(char::is_whitespace) {
+            return Err(at("name", "must be a non-empty name without spaces".into()));
+        }
+        if !names.insert(p.name.clone()) {
+            return Err(at("name", "another principal has the same name".into()));
+        }
+        if p.password_env.is_some() && p.password_file.is_some() {
+            return Err(at(
+                "password_file",
+                "set password_env or password_file, not both".into(),
+            ));
+        }
+        if p.token_env.is_some() && p.token_file.is_some() {
+            return Err(at(
+                "token_file",
+                "set token_env or token_file, not both".into(),
+            ));
+        }
+        if p.password_env.is_none()
+            && p.password_file.is_none()
+            && p.token_env.is_none()
+            && p.token_file.is_none()
+        {
+            return Err(at(
+                "password_env",
+                "a principal needs a password (password_env or password_file, for pgwire) \
+                 and/or a token (token_env or token_file, for HTTP and MCP)"
+                    .into(),
+            ));
+        }
+        for c in &p.masked_columns {
+            if c.split('.').count() != 3 || c.split('.').any(str::is_empty) {
+                return Err(at(
+                    "masked_columns",
+                    format!("{c:?} must name schema.table.column"),
+                ));
+            }
+        }
+        for (t, predicate) in &p.row_filters {
+            if t.split('.').count() != 2 || t.split('.').any(str::is_empty) {
+                return Err(at("row_filters", format!("{t:?} must name schema.table")));
+            }
+            use datafusion::sql::sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
+            Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(predicate)
+                .and_then(|mut parser| parser.parse_expr())
+                .map_err(|e| {
+                    at(
+                        "row_filters",
+                        format!("{t}: {predicate:?} is not a SQL predicate: {e}"),
+                    )
+                })?;
+        }
+        for (key, v) in [
+            ("max_rows", p.max_rows.map(|v| v as u128)),
+            ("max_result_bytes", p.max_result_bytes.map(|v| v as u128)),
+            ("timeout_ms", p.timeout_ms.map(|v| v as u128)),
+            (
+                "memory_limit_bytes",
+                p.memory_limit_bytes.map(|v| v as u128),
+            ),
+            (
+                "max_concurrent_queries",
+                p.max_concurrent_queries.map(|v| v as u128),
+            ),
+            ("max_query_bytes", p.max_query_bytes.map(|v| v as u128)),
+        ] {
+            if v == Some(0) {
+                return Err(at(key, "must be positive".into()));
+            }
+        }
     }
     Ok(())
 }

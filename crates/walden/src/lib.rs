@@ -8,6 +8,7 @@ pub mod config;
 pub mod output;
 pub mod progress;
 pub mod quickstart;
+pub mod serve;
 pub mod verify;
 
 use std::path::Path;

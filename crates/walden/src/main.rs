@@ -40,6 +40,11 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Serve the lake over the Postgres wire protocol and HTTP ([serve] pg_listen and
+    /// http_listen) to the configured principals, until Ctrl-C / SIGTERM.
+    Serve,
+    /// The main job: replicate and serve in one process (`replicate` + `serve`).
+    Run,
     /// Run one read-only SQL query over the lake.
     Query {
         sql: String,
@@ -156,6 +161,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?
         }
+        Command::Serve => walden::serve::run_serve(config).await?,
+        Command::Run => walden::serve::run_all(config).await?,
         Command::Query { sql, format } => walden::run_query(config, &sql, format).await?,
         Command::Status => walden::run_status(config).await?,
         Command::Verify {

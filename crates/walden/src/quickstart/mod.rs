@@ -80,14 +80,21 @@ pub async fn run(dir: &Path, scale: u32, duration: Option<Duration>) -> Result<(
     println!("    done in {:.1}s", started.elapsed().as_secs_f64());
 
     let config_path = dir.join("walden.toml");
+    let (password, token) = write_secrets(&dir)?;
     std::fs::write(
         &config_path,
         format!(
             "# Written by walden quickstart. The reference is walden.example.toml.\n\
-             [source]\nurl = \"{}\"\ntables = [\"public.*\"]\n\n[lake]\nwarehouse = \"lake\"\n",
-            pg.url("shop")
+             [source]\nurl = \"{}\"\ntables = [\"public.*\"]\n\n[lake]\nwarehouse = \"lake\"\n\n\
+             [serve]\npg_listen = \"{}\"\nhttp_listen = \"{}\"\n\n\
+             [[principals]]\nname = \"{QUICKSTART_PRINCIPAL}\"\npassword_file = \"secrets/password\"\n\
+             token_file = \"secrets/token\"\nmax_rows = 10000\n",
+            pg.url("shop"),
+            free_or_any("127.0.0.1:7432"),
+            free_or_any("127.0.0.1:7480"),
         ),
     )?;
+    let secrets = Secrets { password, token };
     let loaded = crate::config::load(Some(&config_path))?;
     let config = &loaded.config;
 
@@ -106,7 +113,7 @@ pub async fn run(dir: &Path, scale: u32, duration: Option<Duration>) -> Result<(
     println!("\n$ walden query \"{sql}\"");
     crate::run_query(config, sql, crate::output::Format::Table).await?;
 
-    live(&pg, config, duration).await?;
+    live(&pg, config, duration, &secrets).await?;
 
     let orders = walden_lake::Lake::open(&config.lake.warehouse)?
         .load_table(&walden_lake::TableName::new("public", "orders"))
@@ -119,6 +126,7 @@ pub async fn run(dir: &Path, scale: u32, duration: Option<Duration>) -> Result<(
         "\nThe lake stays in {wh}; the demo PostgreSQL stops now. Next:\n\
          \n  walden --config {cfg} query \"SELECT * FROM public.customers LIMIT 5\"\
          \n  walden --config {cfg} status\
+         \n  walden --config {cfg} serve     (the endpoints again, same credentials in secrets/)\
          \n\nOther engines read the same tables:\
          \n  pyiceberg: SqlCatalog(\"walden\", uri=\"sqlite:///{wh}/catalog.db\", warehouse=\"file://{wh}\").load_table(\"public.orders\")\
          \n  DuckDB:    SELECT count(*) FROM iceberg_scan('{orders}')\n"
@@ -128,7 +136,12 @@ pub async fn run(dir: &Path, scale: u32, duration: Option<Duration>) -> Result<(
 
 /// The live phase: a workload on the demo database, walden streaming it into the lake,
 /// and a line every two seconds showing the lake move.
-async fn live(pg: &LocalPostgres, config: &Config, duration: Option<Duration>) -> Result<()> {
+async fn live(
+    pg: &LocalPostgres,
+    config: &Config,
+    duration: Option<Duration>,
+    secrets: &Secrets,
+) -> Result<()> {
     println!(
         "\n5/5 live: a workload places, pays, ships and cancels orders; walden streams it into \
          the lake ({}).",
@@ -178,6 +191,17 @@ async fn live(pg: &LocalPostgres, config: &Config, duration: Option<Duration>) -
         })
     };
 
+    let service =
+        crate::serve::query_service(config, walden_lake::Lake::open(&config.lake.warehouse)?)?;
+    let endpoints = crate::serve::start_endpoints(
+        config,
+        service,
+        crate::serve::principals(config)?,
+        stop.clone(),
+    )
+    .await?;
+    print_endpoints(&endpoints, secrets);
+
     let source = pg.connect("shop").await?;
     let lake = walden_lake::Lake::open(&config.lake.warehouse)?;
     let engine = walden_query::QueryEngine::new(lake.clone());
@@ -217,9 +241,75 @@ async fn live(pg: &LocalPostgres, config: &Config, duration: Option<Duration>) -
         );
     }
     let ticks = workload.await.unwrap_or(0);
+    let _ = tx.send(true);
+    endpoints.wait().await?;
     replicator.await.context("the replicator task failed")??;
     println!("  {ticks} workload transactions ran; the lake holds every one that was acknowledged");
     Ok(())
+}
+
+/// The principal the quickstart creates.
+const QUICKSTART_PRINCIPAL: &str = "quickstart";
+
+struct Secrets {
+    password: String,
+    token: String,
+}
+
+/// A random password and token in `<dir>/secrets/` (owner-only), for the config's
+/// `password_file` / `token_file`.
+fn write_secrets(dir: &Path) -> Result<(String, String)> {
+    use rand::Rng;
+    use std::os::unix::fs::PermissionsExt;
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets)?;
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700))?;
+    let random = |n: usize| -> String {
+        let mut rng = rand::rng();
+        (0..n)
+            .map(|_| {
+                let i = rng.random_range(0..62u8);
+                (match i {
+                    0..=9 => b'0' + i,
+                    10..=35 => b'a' + i - 10,
+                    _ => b'A' + i - 36,
+                }) as char
+            })
+            .collect()
+    };
+    let password = random(20);
+    let token = format!("wld_{}", random(32));
+    for (name, value) in [("password", &password), ("token", &token)] {
+        let path = secrets.join(name);
+        std::fs::write(&path, format!("{value}\n"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok((password, token))
+}
+
+/// `addr` if it can be bound now, else the same host on a free port.
+fn free_or_any(addr: &str) -> String {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => addr.to_string(),
+        Err(_) => addr
+            .rsplit_once(':')
+            .map(|(host, _)| format!("{host}:0"))
+            .unwrap_or_else(|| "127.0.0.1:0".into()),
+    }
+}
+
+fn print_endpoints(endpoints: &crate::serve::Endpoints, secrets: &Secrets) {
+    let user = QUICKSTART_PRINCIPAL;
+    println!(
+        "\n    The lake is served while this runs (credentials are in secrets/):\
+         \n      psql \"postgres://{user}:{pw}@{pg}/walden\"\
+         \n      curl -s http://{http}/v1/query -H 'Authorization: Bearer {token}' \\\
+         \n           -d '{{\"sql\": \"SELECT status, count(*) FROM public.orders GROUP BY 1\"}}'\n",
+        pw = secrets.password,
+        pg = endpoints.pg_addr,
+        http = endpoints.http_addr,
+        token = secrets.token,
+    );
 }
 
 fn order_counts(batches: &[arrow::array::RecordBatch]) -> String {

@@ -300,11 +300,10 @@ pub async fn diff(
         .unwrap_or_else(|e| panic!("reading {lake_table}: {e}"));
     let schema = match batches.first() {
         Some(b) => b.schema(),
-        None => {
-            let ctx = engine.session().await.expect("session");
-            let df = ctx.table(lake_table).await.expect("table");
-            std::sync::Arc::new(df.schema().as_arrow().clone())
-        }
+        None => engine
+            .schema_of(&format!("SELECT * FROM {lake_table}"))
+            .await
+            .expect("schema"),
     };
     let kinds: Vec<(String, Kind)> = schema
         .fields()

@@ -8,6 +8,7 @@ mod initial_sync;
 mod maintenance;
 mod preflight;
 mod schema;
+mod serve;
 mod streaming;
 mod verify;
 
