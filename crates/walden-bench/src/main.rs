@@ -158,6 +158,10 @@ enum Bench {
         /// Do not run DuckDB.
         #[arg(long)]
         skip_duckdb: bool,
+        /// Keep the lake in this directory; when it already holds one, reuse it and skip
+        /// Postgres altogether (walden is then checked against DuckDB).
+        #[arg(long)]
+        lake: Option<PathBuf>,
         #[arg(long)]
         walden: Option<PathBuf>,
     },
@@ -269,6 +273,7 @@ fn main() -> Result<()> {
             python,
             skip_postgres,
             skip_duckdb,
+            lake,
             walden,
         } => {
             let walden = walden_binary(walden)?;
@@ -283,6 +288,7 @@ fn main() -> Result<()> {
                     python,
                     skip_postgres,
                     skip_duckdb,
+                    lake,
                 },
                 &walden,
             ))
@@ -639,14 +645,22 @@ async fn create_orders_keyed(pg: &LocalPostgres, db: &str, rows: u64, key: Order
 /// A fresh directory with a `walden.toml` for `url` (slot and publication `bench`, the
 /// lake inside the directory, metrics on a free port); returns (directory, config path).
 fn bench_config(url: &str) -> Result<(PathBuf, PathBuf)> {
+    bench_config_at(url, None)
+}
+
+/// [`bench_config`] with the lake at `lake` instead of inside the directory.
+fn bench_config_at(url: &str, lake: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
     let dir = tempfile_dir()?;
     let cfg = dir.join("walden.toml");
+    let lake = lake
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.join("lake"));
     std::fs::write(
         &cfg,
         format!(
             "[source]\nurl = \"{url}\"\nslot = \"bench\"\npublication = \"bench\"\n\n\
              [lake]\nwarehouse = \"{}\"\n\n[serve]\nhttp_listen = \"127.0.0.1:{}\"\n",
-            dir.join("lake").display(),
+            lake.display(),
             // Streaming runs serve metrics: a free port, not the default one another
             // walden on this machine may hold.
             walden_testkit::free_port()?

@@ -9,7 +9,6 @@
 
 mod queries;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -23,7 +22,7 @@ use walden_query::QueryEngine;
 use walden_testkit::tokio_postgres::error::SqlState;
 use walden_testkit::{LocalPgOptions, LocalPostgres};
 
-use crate::{bench_config, catch_up, median};
+use crate::{bench_config_at, catch_up, median};
 use queries::{CONSTRAINTS, Query, TABLES};
 
 const DUCKDB_SCRIPT: &str = include_str!("tpch/duckdb_tpch.py");
@@ -41,6 +40,8 @@ pub(crate) struct Options {
     /// checked against DuckDB.
     pub skip_postgres: bool,
     pub skip_duckdb: bool,
+    /// Where to keep the lake; reused (no Postgres at all) when it already holds one.
+    pub lake: Option<PathBuf>,
 }
 
 /// A result set in text form, NULL as `None`.
@@ -298,76 +299,105 @@ pub(crate) async fn run(opts: &Options, walden: &Path) -> Result<()> {
         eprintln!("generated in {:.1}s", t.elapsed().as_secs_f64());
     }
 
-    // 2. DuckDB over Parquet (first, so its rows can check walden where Postgres times out).
-    let duck = if opts.skip_duckdb {
+    // 2. DuckDB over Parquet, waiting for queries (run interleaved with the others').
+    let mut duck = if opts.skip_duckdb {
         None
     } else {
-        Some(run_duckdb(
-            &python, &data_dir, &csv_dir, cores, opts.runs, &selected,
-        )?)
+        Some(DuckDb::start(&python, &data_dir, &csv_dir, cores)?)
     };
 
-    // 3. Postgres.
-    let pg = LocalPostgres::start(LocalPgOptions {
-        data_dir: None,
-        settings: [
-            ("shared_buffers", "2GB"),
-            ("max_wal_size", "8GB"),
-            ("work_mem", "64MB"),
-            ("maintenance_work_mem", "1GB"),
-            ("effective_cache_size", "16GB"),
-            ("random_page_cost", "1.1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-    })?;
-    let url = pg.create_database("tpch").await?;
-    let client = pg.connect("tpch").await?;
-    let t = Instant::now();
-    load_postgres(&pg, &client, &url, &csv_dir).await?;
-    let load_secs = t.elapsed().as_secs_f64();
-    let size: i64 = client
-        .query_one("SELECT pg_database_size('tpch')", &[])
-        .await?
-        .get(0);
-    eprintln!(
-        "loaded Postgres in {load_secs:.1}s ({:.0} MiB with indexes)",
-        size as f64 / 1048576.0
-    );
+    // 3. Postgres, and walden's copy of it (or a lake kept from an earlier run).
+    let reuse = opts
+        .lake
+        .as_ref()
+        .is_some_and(|l| l.join("catalog.db").exists());
+    let mut setup = Setup::default();
+    let mut postgres = None;
+    let mut _pg = None;
+    let mut temp_dir = None;
+    let lake_dir = if reuse {
+        let lake = opts.lake.clone().expect("checked");
+        eprintln!("reusing the lake in {} (no Postgres)", lake.display());
+        lake
+    } else {
+        let pg = LocalPostgres::start(LocalPgOptions {
+            data_dir: None,
+            settings: [
+                ("shared_buffers", "2GB"),
+                ("max_wal_size", "8GB"),
+                ("work_mem", "64MB"),
+                ("maintenance_work_mem", "1GB"),
+                ("effective_cache_size", "16GB"),
+                ("random_page_cost", "1.1"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        })?;
+        let url = pg.create_database("tpch").await?;
+        let client = pg.connect("tpch").await?;
+        let t = Instant::now();
+        load_postgres(&pg, &client, &url, &csv_dir).await?;
+        setup.load_secs = t.elapsed().as_secs_f64();
+        let size: i64 = client
+            .query_one("SELECT pg_database_size('tpch')", &[])
+            .await?
+            .get(0);
+        setup.pg_bytes = size as u64;
+        eprintln!(
+            "loaded Postgres in {:.1}s ({:.0} MiB with indexes)",
+            setup.load_secs,
+            size as f64 / 1048576.0
+        );
 
-    // 4. Replicate.
-    let (dir, cfg) = bench_config(&url)?;
-    let (replicate_secs, replicate_peak) = catch_up(walden, cfg.to_str().unwrap_or_default())?;
-    let lake_dir = dir.join("lake");
-    let lake_bytes = dir_size(&lake_dir);
+        // 4. Replicate.
+        let (dir, cfg) = bench_config_at(&url, opts.lake.as_deref())?;
+        let (secs, peak) = catch_up(walden, cfg.to_str().unwrap_or_default())?;
+        setup.replicate_secs = secs;
+        setup.replicate_peak = peak;
+        let lake_dir = opts.lake.clone().unwrap_or_else(|| dir.join("lake"));
+        temp_dir = Some(dir);
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = '{}s'",
+                opts.statement_timeout_secs
+            ))
+            .await?;
+        if !opts.skip_postgres {
+            postgres = Some(Postgres { client });
+        }
+        _pg = Some(pg);
+        lake_dir
+    };
+    setup.lake_bytes = dir_size(&lake_dir);
     eprintln!(
-        "walden replicated in {replicate_secs:.1}s (peak RSS {:.0} MiB, lake {:.0} MiB)",
-        replicate_peak as f64 / 1048576.0,
-        lake_bytes as f64 / 1048576.0
+        "walden replicated in {:.1}s (peak RSS {:.0} MiB, lake {:.0} MiB)",
+        setup.replicate_secs,
+        setup.replicate_peak as f64 / 1048576.0,
+        setup.lake_bytes as f64 / 1048576.0
     );
 
     // 5. Queries.
-    client
-        .batch_execute(&format!(
-            "SET statement_timeout = '{}s'",
-            opts.statement_timeout_secs
-        ))
-        .await?;
-    let postgres = Postgres { client };
     let walden_exec = WaldenInProcess {
         engine: QueryEngine::new(Lake::open(&lake_dir)?),
     };
     let mut results = Vec::new();
     let mut failures = Vec::new();
     for q in &selected {
-        let p = if opts.skip_postgres {
-            None
-        } else {
-            Some(measure(&postgres, q, opts.runs).await)
+        let p = match &postgres {
+            Some(pg) => Some(measure(pg, q, opts.runs).await),
+            None => None,
         };
         let w = measure(&walden_exec, q, opts.runs).await;
-        let d = duck.as_ref().and_then(|d| d.get(&q.number));
+        let d = match duck.as_mut().map(|duck| duck.run(q, opts.runs)) {
+            Some(Ok(d)) => Some(d),
+            Some(Err(e)) => {
+                eprintln!("  {e:#}");
+                None
+            }
+            None => None,
+        };
+        let d = d.as_ref();
         let (reference, against) = match (&p, d) {
             (Some(p), _) if p.rows.is_some() => (p.rows.as_ref(), "postgres"),
             (_, Some(d)) => (Some(&d.rows), "duckdb"),
@@ -416,19 +446,10 @@ pub(crate) async fn run(opts: &Options, walden: &Path) -> Result<()> {
         });
     }
 
-    report(
-        opts,
-        cores,
-        &results,
-        &Setup {
-            load_secs,
-            pg_bytes: size as u64,
-            replicate_secs,
-            replicate_peak,
-            lake_bytes,
-        },
-    )?;
-    let _ = std::fs::remove_dir_all(&dir);
+    report(opts, cores, &results, &setup)?;
+    if let Some(dir) = temp_dir {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     if !failures.is_empty() {
         eprintln!("\nCORRECTNESS FAILURES:");
         for f in &failures {
@@ -454,6 +475,7 @@ struct QueryResult {
     duck_check: Option<bool>,
 }
 
+#[derive(Default)]
 struct Setup {
     load_secs: f64,
     pg_bytes: u64,
@@ -650,75 +672,102 @@ async fn load_postgres(
     Ok(())
 }
 
-/// DuckDB's timings and rows per query number.
+/// DuckDB's timings and rows for one query.
 struct DuckResult {
     seconds: Vec<f64>,
     rows: Rows,
 }
 
-fn run_duckdb(
-    python: &Path,
-    data_dir: &Path,
-    csv_dir: &Path,
-    threads: usize,
-    runs: usize,
-    queries: &[&Query],
-) -> Result<BTreeMap<usize, DuckResult>> {
-    let script = data_dir.join("duckdb_tpch.py");
-    std::fs::write(&script, DUCKDB_SCRIPT)?;
-    let spec = serde_json::json!({
-        "csv_dir": csv_dir,
-        "parquet_dir": data_dir.join("parquet"),
-        "threads": threads,
-        "runs": runs,
-        "tables": TABLES,
-        "queries": queries.iter().map(|q| (q.number, &q.sql)).collect::<Vec<_>>(),
-    });
-    let spec_path = data_dir.join("duckdb-spec.json");
-    let result_path = data_dir.join("duckdb-result.json");
-    std::fs::write(&spec_path, serde_json::to_vec(&spec)?)?;
-    eprintln!("DuckDB over Parquet ({threads} threads) ...");
-    let status = Command::new(python)
-        .arg(&script)
-        .arg(&spec_path)
-        .arg(&result_path)
-        .status()
-        .with_context(|| format!("running {} (a venv with duckdb==1.5.5)", python.display()))?;
-    if !status.success() {
-        bail!("the DuckDB script failed");
-    }
-    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&result_path)?)?;
-    if let Some(s) = result["export_seconds"].as_f64() {
-        eprintln!("DuckDB exported the CSV tables to Parquet in {s:.1}s");
-    }
-    let mut out = BTreeMap::new();
-    if let Some(map) = result["queries"].as_object() {
-        for (k, v) in map {
-            let seconds = v["seconds"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
-                .unwrap_or_default();
-            let rows = v["rows"]
-                .as_array()
-                .map(|rows| {
-                    rows.iter()
-                        .map(|r| {
-                            r.as_array()
-                                .map(|cells| {
-                                    cells
-                                        .iter()
-                                        .map(|c| c.as_str().map(str::to_string))
-                                        .collect()
-                                })
-                                .unwrap_or_default()
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.insert(k.parse()?, DuckResult { seconds, rows });
+/// `duckdb_tpch.py` running beside the bench, answering one query at a time.
+struct DuckDb {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl DuckDb {
+    fn start(python: &Path, data_dir: &Path, csv_dir: &Path, threads: usize) -> Result<Self> {
+        let script = data_dir.join("duckdb_tpch.py");
+        std::fs::write(&script, DUCKDB_SCRIPT)?;
+        let spec = serde_json::json!({
+            "csv_dir": csv_dir,
+            "parquet_dir": data_dir.join("parquet"),
+            "threads": threads,
+            "tables": TABLES,
+        });
+        let spec_path = data_dir.join("duckdb-spec.json");
+        std::fs::write(&spec_path, serde_json::to_vec(&spec)?)?;
+        eprintln!("DuckDB over Parquet ({threads} threads) ...");
+        let mut child = Command::new(python)
+            .arg(&script)
+            .arg(&spec_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {} (a venv with duckdb==1.5.5)", python.display()))?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let stdout = std::io::BufReader::new(child.stdout.take().context("no stdout")?);
+        let mut duck = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        let ready = duck.read()?;
+        if let Some(s) = ready["export_seconds"].as_f64() {
+            eprintln!("DuckDB exported the CSV tables to Parquet in {s:.1}s");
         }
+        Ok(duck)
     }
-    Ok(out)
+
+    fn read(&mut self) -> Result<serde_json::Value> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            bail!("the DuckDB script ended");
+        }
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    fn run(&mut self, query: &Query, runs: usize) -> Result<DuckResult> {
+        use std::io::Write;
+        let request = serde_json::json!({"number": query.number, "sql": query.sql, "runs": runs});
+        writeln!(self.stdin, "{request}")?;
+        self.stdin.flush()?;
+        let v = self.read()?;
+        if let Some(e) = v["error"].as_str() {
+            bail!("DuckDB failed q{}: {e}", query.number);
+        }
+        let seconds = v["seconds"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+            .unwrap_or_default();
+        let rows = v["rows"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        r.as_array()
+                            .map(|cells| {
+                                cells
+                                    .iter()
+                                    .map(|c| c.as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(DuckResult { seconds, rows })
+    }
+}
+
+impl Drop for DuckDb {
+    fn drop(&mut self) {
+        // Closing stdin ends the script's loop.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn dir_size(path: &Path) -> u64 {

@@ -1,13 +1,14 @@
 """DuckDB side of `walden-bench tpch`: export the generated CSV tables to Parquet (once),
-then time the queries over the Parquet files.
+then time queries over the Parquet files as the bench asks for them.
 
-Usage: python duckdb_tpch.py <spec.json> <result.json>
+Usage: python duckdb_tpch.py <spec.json>
 
-spec.json: {"csv_dir", "parquet_dir", "threads", "runs",
-            "tables": [[name, column DDL], ...], "queries": [[number, sql], ...]}
-result.json: {"export_seconds": float | null,
-              "queries": {"<number>": {"seconds": [...], "rows": [[...], ...]}}}
-Times are taken here, around execute + fetchall, after one warm-up run per query.
+spec.json: {"csv_dir", "parquet_dir", "threads", "tables": [[name, column DDL], ...]}
+Then one request per line on stdin: {"number": n, "sql": "...", "runs": r}; one answer per
+line on stdout: {"seconds": [...], "rows": [[...], ...]} or {"error": "..."}. The first line
+written is {"ready": true, "export_seconds": float | null}. Times are taken here, around
+execute + fetchall, after one warm-up run. The bench interleaves these requests with the
+other engines' runs of the same query, so a busy machine affects them alike.
 """
 
 import json
@@ -45,8 +46,7 @@ def cell(v):
 
 
 def main():
-    spec_path, result_path = sys.argv[1], sys.argv[2]
-    with open(spec_path) as f:
+    with open(sys.argv[1]) as f:
         spec = json.load(f)
     export_seconds = export(spec)
 
@@ -55,27 +55,25 @@ def main():
     for name, _ in spec["tables"]:
         path = os.path.join(spec["parquet_dir"], name + ".parquet")
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
+    print(json.dumps({"ready": True, "export_seconds": export_seconds}), flush=True)
 
-    results = {}
-    for number, sql in spec["queries"]:
-        con.execute(sql).fetchall()  # warm-up
-        seconds = []
-        rows = []
-        for _ in range(int(spec["runs"])):
-            t = time.perf_counter()
-            rows = con.execute(sql).fetchall()
-            seconds.append(time.perf_counter() - t)
-        results[str(number)] = {
-            "seconds": seconds,
-            "rows": [[cell(v) for v in r] for r in rows],
-        }
-        print(
-            f"duckdb q{number}: {sorted(seconds)[len(seconds) // 2]:.3f}s",
-            file=sys.stderr,
-            flush=True,
-        )
-    with open(result_path, "w") as f:
-        json.dump({"export_seconds": export_seconds, "queries": results}, f)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        req = json.loads(line)
+        sql = req["sql"]
+        try:
+            con.execute(sql).fetchall()  # warm-up
+            seconds = []
+            rows = []
+            for _ in range(int(req["runs"])):
+                t = time.perf_counter()
+                rows = con.execute(sql).fetchall()
+                seconds.append(time.perf_counter() - t)
+            answer = {"seconds": seconds, "rows": [[cell(v) for v in r] for r in rows]}
+        except Exception as e:  # reported by the bench, which goes on
+            answer = {"error": str(e)}
+        print(json.dumps(answer), flush=True)
 
 
 if __name__ == "__main__":
