@@ -436,7 +436,7 @@ mod tests {
             b.column_statistics[0].max_value,
             Precision::Inexact(ScalarValue::Date32(Some(7)))
         );
-        let t = table_statistics(&schema, &[a.clone()]);
+        let t = table_statistics(&schema, std::slice::from_ref(&a));
         assert_eq!(t.num_rows, Precision::Exact(10));
         assert_eq!(t.column_statistics[0].null_count, Precision::Exact(1));
         assert_eq!(t.column_statistics[1].min_value, Precision::Absent);
