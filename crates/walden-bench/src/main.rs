@@ -10,7 +10,9 @@
 //!   load, against the same probes received by `pg_recvlogical` from its own slot;
 //! - `memory`: peak memory and row-index size of streaming into a table of millions of
 //!   rows (the index covers every live row), with the source's own primary-key index as
-//!   the reference.
+//!   the reference;
+//! - `tpch`: the 22 TPC-H queries on walden's query engine over a lake replicated from
+//!   Postgres, against Postgres itself and DuckDB over Parquet files of the same data.
 //!
 //! Build both binaries in release mode first: `cargo build --release -p walden -p walden-bench`.
 
@@ -28,6 +30,7 @@ use walden_testkit::{LocalPgOptions, LocalPostgres};
 mod bigtxn;
 mod freshness;
 mod memory;
+mod tpch;
 
 #[derive(Parser)]
 #[command(
@@ -121,6 +124,44 @@ enum Bench {
         key: OrderKey,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        #[arg(long)]
+        walden: Option<PathBuf>,
+    },
+    /// The 22 TPC-H queries: walden's engine over the replicated lake vs Postgres and DuckDB.
+    Tpch {
+        /// TPC-H scale factor (1 = 6M lineitems; 0.1 for a quick check).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Where the generated CSV (and DuckDB's Parquet) is cached between runs
+        /// (default: <tmp>/walden-tpch/sf<scale>).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Timed runs per query and engine, after one warm-up; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Postgres' statement_timeout per query, in seconds.
+        #[arg(long, default_value_t = 300)]
+        statement_timeout: u64,
+        /// Only these queries (comma-separated numbers; default all 22).
+        #[arg(long, value_delimiter = ',')]
+        queries: Vec<usize>,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// The Python with duckdb==1.5.5 and tpchgen-cli (default: <repo>/.venv/bin/python).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Do not time the queries on Postgres (it is still loaded to replicate from);
+        /// walden is then checked against DuckDB.
+        #[arg(long)]
+        skip_postgres: bool,
+        /// Do not run DuckDB.
+        #[arg(long)]
+        skip_duckdb: bool,
+        /// Keep the lake in this directory; when it already holds one, reuse it and skip
+        /// Postgres altogether (walden is then checked against DuckDB).
+        #[arg(long)]
+        lake: Option<PathBuf>,
         #[arg(long)]
         walden: Option<PathBuf>,
     },
@@ -221,6 +262,36 @@ fn main() -> Result<()> {
         } => {
             let walden = walden_binary(walden)?;
             rt.block_on(memory::run(rows, changes, key, runs.max(1), &walden))
+        }
+        Bench::Tpch {
+            scale,
+            data_dir,
+            runs,
+            statement_timeout,
+            queries,
+            json,
+            python,
+            skip_postgres,
+            skip_duckdb,
+            lake,
+            walden,
+        } => {
+            let walden = walden_binary(walden)?;
+            rt.block_on(tpch::run(
+                &tpch::Options {
+                    scale,
+                    data_dir,
+                    runs: runs.max(1),
+                    statement_timeout_secs: statement_timeout,
+                    queries,
+                    json,
+                    python,
+                    skip_postgres,
+                    skip_duckdb,
+                    lake,
+                },
+                &walden,
+            ))
         }
     }
 }
@@ -574,14 +645,22 @@ async fn create_orders_keyed(pg: &LocalPostgres, db: &str, rows: u64, key: Order
 /// A fresh directory with a `walden.toml` for `url` (slot and publication `bench`, the
 /// lake inside the directory, metrics on a free port); returns (directory, config path).
 fn bench_config(url: &str) -> Result<(PathBuf, PathBuf)> {
+    bench_config_at(url, None)
+}
+
+/// [`bench_config`] with the lake at `lake` instead of inside the directory.
+fn bench_config_at(url: &str, lake: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
     let dir = tempfile_dir()?;
     let cfg = dir.join("walden.toml");
+    let lake = lake
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.join("lake"));
     std::fs::write(
         &cfg,
         format!(
             "[source]\nurl = \"{url}\"\nslot = \"bench\"\npublication = \"bench\"\n\n\
              [lake]\nwarehouse = \"{}\"\n\n[serve]\nhttp_listen = \"127.0.0.1:{}\"\n",
-            dir.join("lake").display(),
+            lake.display(),
             // Streaming runs serve metrics: a free port, not the default one another
             // walden on this machine may hold.
             walden_testkit::free_port()?

@@ -36,7 +36,7 @@ pub use iceberg::io::FileIO;
 pub use iceberg::spec::DataFile;
 pub use maintain::ExpireOutcome;
 pub use read::DataFileBatches;
-pub use scan::PlannedFile;
+pub use scan::{Bound, ColumnStats, PlannedFile};
 pub use schema::{Column, ColumnType, EvolvedColumn, TableSchema, promotion_blocker};
 pub use writer::{DataFileWriter, PositionDeleteWriter, WriterOptions};
 

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use arrow::array::{Array, Int64Array, StringArray};
-use iceberg::spec::{DataContentType, FormatVersion, ManifestList, Snapshot};
+use iceberg::spec::{
+    DataContentType, DataFile, Datum, FormatVersion, ManifestList, PrimitiveLiteral, Snapshot,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::IcebergContext;
@@ -35,6 +37,59 @@ pub struct PlannedFile {
     pub record_count: u64,
     /// Deleted row positions, sorted and unique.
     pub deleted: Vec<u64>,
+    /// Per-column statistics the manifest entry carries, by field id (only columns with
+    /// something known).
+    pub columns: HashMap<i32, ColumnStats>,
+}
+
+/// What a manifest entry says about one column of its data file: bounds of the values
+/// written (deleted rows included) and the count of NULLs written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnStats {
+    pub lower: Option<Bound>,
+    pub upper: Option<Bound>,
+    pub nulls: Option<u64>,
+}
+
+/// A column bound in its Iceberg representation, for the types whose bounds are exact
+/// (integers, dates, times and timestamps as their integer count, decimals unscaled).
+/// Strings (which writers may truncate), binary and floating point (NaN) are left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    Bool(bool),
+    Int(i32),
+    Long(i64),
+    Decimal(i128),
+}
+
+impl Bound {
+    fn from_datum(d: &Datum) -> Option<Self> {
+        match d.literal() {
+            PrimitiveLiteral::Boolean(b) => Some(Self::Bool(*b)),
+            PrimitiveLiteral::Int(v) => Some(Self::Int(*v)),
+            PrimitiveLiteral::Long(v) => Some(Self::Long(*v)),
+            PrimitiveLiteral::Int128(v) => Some(Self::Decimal(*v)),
+            _ => None,
+        }
+    }
+}
+
+fn column_stats(file: &DataFile) -> HashMap<i32, ColumnStats> {
+    let mut out: HashMap<i32, ColumnStats> = HashMap::new();
+    for (id, d) in file.lower_bounds() {
+        if let Some(b) = Bound::from_datum(d) {
+            out.entry(*id).or_default().lower = Some(b);
+        }
+    }
+    for (id, d) in file.upper_bounds() {
+        if let Some(b) = Bound::from_datum(d) {
+            out.entry(*id).or_default().upper = Some(b);
+        }
+    }
+    for (id, n) in file.null_value_counts() {
+        out.entry(*id).or_default().nulls = Some(*n);
+    }
+    out
 }
 
 impl LakeTable {
@@ -134,6 +189,7 @@ impl LakeTable {
                     file_size: f.file_size_in_bytes(),
                     record_count: f.record_count(),
                     deleted: gone,
+                    columns: column_stats(&f),
                 }
             })
             .collect())

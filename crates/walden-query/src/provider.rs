@@ -5,6 +5,11 @@
 //! Position deletes become Parquet row selections through [`ParquetAccessPlan`]: deleted
 //! rows are never decoded, and no join is needed.
 //!
+//! The provider reports statistics from the manifests (see [`table_statistics`]): live row
+//! counts (exact: record counts minus resolved deletes), file sizes, and per-column bounds
+//! and NULL counts where Iceberg keeps them exactly, so DataFusion can pick join sides and
+//! estimate filters without reading a file.
+//!
 //! Columns are matched to a file's columns by Iceberg field id, not by name (see
 //! [`FieldIdAdapter`]): a renamed column still reads its old files, a dropped and re-added
 //! column of the same name reads NULL from files written before, and a promoted type is
@@ -15,8 +20,10 @@ use std::fs::File;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::Session;
+use datafusion::common::ScalarValue;
+use datafusion::common::stats::{ColumnStatistics, Precision, Statistics};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
@@ -36,7 +43,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use parquet::arrow::PARQUET_FIELD_ID_META_KEY;
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use parquet::file::metadata::ParquetMetaDataReader;
-use walden_lake::{Lake, LakeTable, PlannedFile};
+use walden_lake::{Bound, Lake, LakeTable, PlannedFile};
 
 use crate::Result;
 
@@ -45,6 +52,10 @@ use crate::Result;
 pub struct LakeTableProvider {
     schema: SchemaRef,
     files: Vec<PlannedFile>,
+    /// Per live file (same order as the live ones in `files`): its statistics.
+    file_stats: Vec<Arc<Statistics>>,
+    /// The whole table's.
+    stats: Statistics,
     adapter: Arc<FieldIdAdapter>,
 }
 
@@ -61,19 +72,123 @@ impl LakeTableProvider {
                 .map(|f| f.as_ref().clone().with_metadata(Default::default()))
                 .collect::<Vec<_>>(),
         ));
+        let field_ids = table.field_ids();
         let ids = table
             .arrow_schema()
             .fields()
             .iter()
-            .zip(table.field_ids())
+            .zip(field_ids.iter().copied())
             .map(|(f, id)| (f.name().clone(), id))
             .collect();
+        let file_stats: Vec<Arc<Statistics>> = files
+            .iter()
+            .filter(|f| is_live(f))
+            .map(|f| Arc::new(file_statistics(&schema, &field_ids, f)))
+            .collect();
+        let stats = table_statistics(&schema, &file_stats);
         Ok(Self {
             schema,
             files,
+            file_stats,
+            stats,
             adapter: Arc::new(FieldIdAdapter { ids }),
         })
     }
+}
+
+fn is_live(f: &PlannedFile) -> bool {
+    (f.deleted.len() as u64) < f.record_count
+}
+
+/// A manifest bound as a value of the column's Arrow type, where the two agree exactly.
+fn bound_value(bound: Bound, data_type: &DataType) -> Option<ScalarValue> {
+    Some(match (bound, data_type) {
+        (Bound::Bool(v), DataType::Boolean) => ScalarValue::Boolean(Some(v)),
+        (Bound::Int(v), DataType::Int32) => ScalarValue::Int32(Some(v)),
+        (Bound::Int(v), DataType::Int64) => ScalarValue::Int64(Some(v.into())),
+        (Bound::Int(v), DataType::Date32) => ScalarValue::Date32(Some(v)),
+        (Bound::Long(v), DataType::Int64) => ScalarValue::Int64(Some(v)),
+        (Bound::Long(v), DataType::Time64(TimeUnit::Microsecond)) => {
+            ScalarValue::Time64Microsecond(Some(v))
+        }
+        (Bound::Long(v), DataType::Timestamp(TimeUnit::Microsecond, tz)) => {
+            ScalarValue::TimestampMicrosecond(Some(v), tz.clone())
+        }
+        (Bound::Decimal(v), DataType::Decimal128(p, s)) => ScalarValue::Decimal128(Some(v), *p, *s),
+        _ => return None,
+    })
+}
+
+/// One file's statistics: live rows (exact), its size (the Parquet bytes, an inexact
+/// stand-in for the Arrow bytes), and per column the manifest's bounds and NULL count —
+/// exact when no row of the file is deleted, bounds otherwise.
+fn file_statistics(schema: &Schema, field_ids: &[i32], f: &PlannedFile) -> Statistics {
+    let exact = f.deleted.is_empty();
+    let live = (f.record_count - f.deleted.len() as u64) as usize;
+    let column_statistics = schema
+        .fields()
+        .iter()
+        .zip(field_ids)
+        .map(|(field, id)| {
+            let mut c = ColumnStatistics::new_unknown();
+            if let Some(s) = f.columns.get(id) {
+                let value = |b: Option<Bound>| b.and_then(|b| bound_value(b, field.data_type()));
+                if let Some(v) = value(s.lower) {
+                    c.min_value = precision(exact, v);
+                }
+                if let Some(v) = value(s.upper) {
+                    c.max_value = precision(exact, v);
+                }
+                if let Some(n) = s.nulls {
+                    c.null_count = precision(exact, n as usize);
+                }
+            }
+            c
+        })
+        .collect();
+    Statistics {
+        num_rows: Precision::Exact(live),
+        total_byte_size: Precision::Inexact(f.file_size as usize),
+        column_statistics,
+    }
+}
+
+fn precision<T>(exact: bool, v: T) -> Precision<T>
+where
+    T: std::fmt::Debug + Clone + PartialEq + Eq + PartialOrd,
+{
+    if exact {
+        Precision::Exact(v)
+    } else {
+        Precision::Inexact(v)
+    }
+}
+
+/// The table's statistics: the files' summed (rows, bytes, NULLs) and their bounds
+/// widened; a column some file knows nothing about is unknown.
+fn table_statistics(schema: &Schema, files: &[Arc<Statistics>]) -> Statistics {
+    let mut stats = Statistics {
+        num_rows: Precision::Exact(0),
+        total_byte_size: Precision::Inexact(0),
+        column_statistics: Statistics::unknown_column(schema),
+    };
+    for (i, c) in stats.column_statistics.iter_mut().enumerate() {
+        c.null_count = Precision::Exact(0);
+        if !files.is_empty() {
+            c.min_value = files[0].column_statistics[i].min_value.clone();
+            c.max_value = files[0].column_statistics[i].max_value.clone();
+        }
+    }
+    for f in files {
+        stats.num_rows = stats.num_rows.add(&f.num_rows);
+        stats.total_byte_size = stats.total_byte_size.add(&f.total_byte_size);
+        for (c, fc) in stats.column_statistics.iter_mut().zip(&f.column_statistics) {
+            c.null_count = c.null_count.add(&fc.null_count);
+            c.min_value = c.min_value.min(&fc.min_value);
+            c.max_value = c.max_value.max(&fc.max_value);
+        }
+    }
+    stats
 }
 
 /// Presents each file's columns to DataFusion's default expression adapter under the
@@ -216,6 +331,10 @@ impl TableProvider for LakeTableProvider {
         TableType::Base
     }
 
+    fn statistics(&self) -> Option<Statistics> {
+        Some(self.stats.clone())
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
@@ -223,10 +342,11 @@ impl TableProvider for LakeTableProvider {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let live: Vec<&PlannedFile> = self
+        let live: Vec<(&PlannedFile, &Arc<Statistics>)> = self
             .files
             .iter()
-            .filter(|f| (f.deleted.len() as u64) < f.record_count)
+            .filter(|f| is_live(f))
+            .zip(&self.file_stats)
             .collect();
         if live.is_empty() {
             let schema = match projection {
@@ -237,11 +357,12 @@ impl TableProvider for LakeTableProvider {
         }
         // Largest first onto the least-loaded partition.
         let partitions = state.config().target_partitions().max(1).min(live.len());
-        let mut order: Vec<&PlannedFile> = live;
-        order.sort_by_key(|f| std::cmp::Reverse(f.file_size));
+        let mut order = live;
+        order.sort_by_key(|(f, _)| std::cmp::Reverse(f.file_size));
         let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions];
-        for f in order {
-            let mut pf = PartitionedFile::new(f.path.clone(), f.file_size);
+        for (f, stats) in order {
+            let mut pf =
+                PartitionedFile::new(f.path.clone(), f.file_size).with_statistics(stats.clone());
             if let Some(plan) = access_plan(&f.path, &f.deleted)? {
                 pf = pf.with_extensions(Arc::new(plan));
             }
@@ -261,9 +382,75 @@ impl TableProvider for LakeTableProvider {
                     .map(|(_, files)| FileGroup::new(files))
                     .collect(),
             )
+            .with_statistics(self.stats.clone())
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
         Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use walden_lake::ColumnStats;
+
+    use super::*;
+
+    fn file(rows: u64, deleted: Vec<u64>, lo: i32, hi: i32, nulls: u64) -> PlannedFile {
+        PlannedFile {
+            path: "f.parquet".into(),
+            file_size: 1000,
+            record_count: rows,
+            deleted,
+            columns: HashMap::from([(
+                1,
+                ColumnStats {
+                    lower: Some(Bound::Int(lo)),
+                    upper: Some(Bound::Int(hi)),
+                    nulls: Some(nulls),
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn statistics_come_from_the_manifests_and_are_exact_only_without_deletes() {
+        let schema = Schema::new(vec![
+            Field::new("d", DataType::Date32, true),
+            Field::new("s", DataType::Utf8, true),
+        ]);
+        let ids = [1, 2];
+        let a = Arc::new(file_statistics(&schema, &ids, &file(10, vec![], 5, 9, 1)));
+        let b = Arc::new(file_statistics(
+            &schema,
+            &ids,
+            &file(10, vec![0, 3], 1, 7, 0),
+        ));
+        assert_eq!(
+            a.column_statistics[0].min_value,
+            Precision::Exact(ScalarValue::Date32(Some(5)))
+        );
+        assert_eq!(
+            b.column_statistics[0].max_value,
+            Precision::Inexact(ScalarValue::Date32(Some(7)))
+        );
+        let t = table_statistics(&schema, std::slice::from_ref(&a));
+        assert_eq!(t.num_rows, Precision::Exact(10));
+        assert_eq!(t.column_statistics[0].null_count, Precision::Exact(1));
+        assert_eq!(t.column_statistics[1].min_value, Precision::Absent);
+        let t = table_statistics(&schema, &[a, b]);
+        assert_eq!(t.num_rows, Precision::Exact(18));
+        assert_eq!(t.total_byte_size, Precision::Inexact(2000));
+        assert_eq!(
+            t.column_statistics[0].min_value,
+            Precision::Inexact(ScalarValue::Date32(Some(1)))
+        );
+        assert_eq!(
+            t.column_statistics[0].max_value,
+            Precision::Inexact(ScalarValue::Date32(Some(9)))
+        );
+        assert_eq!(t.column_statistics[0].null_count, Precision::Inexact(1));
     }
 }
