@@ -130,24 +130,6 @@ impl CatalogStore {
         })
     }
 
-    pub fn list_tables(&self) -> Result<Vec<(TableName, String)>> {
-        self.with_conn("listing tables", |c| {
-            let mut stmt = c.prepare(
-                "SELECT table_namespace, table_name, metadata_location FROM iceberg_tables
-                 WHERE catalog_name = ?1 AND metadata_location IS NOT NULL
-                   AND (iceberg_type IS NULL OR iceberg_type = 'TABLE')
-                 ORDER BY table_namespace, table_name",
-            )?;
-            let rows = stmt.query_map(params![self.catalog_name], |row| {
-                Ok((
-                    TableName::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?),
-                    row.get::<_, String>(2)?,
-                ))
-            })?;
-            rows.collect()
-        })
-    }
-
     pub fn progress(&self, stream: &str) -> Result<Option<Progress>> {
         self.with_conn("reading replication progress", |c| {
             c.query_row(

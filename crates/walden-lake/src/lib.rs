@@ -130,7 +130,8 @@ impl Lake {
     pub fn list_tables(&self) -> Result<Vec<TableName>> {
         Ok(self
             .store
-            .list_tables()?
+            .state()?
+            .tables
             .into_iter()
             .map(|(name, _)| name)
             .collect())
