@@ -26,7 +26,7 @@ pub const TABLE_FUNCTIONS: &[&str] = &["generate_series", "range", "pg_get_keywo
 #[derive(Debug, Clone)]
 pub struct Allowed {
     pub schemas: BTreeSet<String>,
-    pub functions: BTreeSet<String>,
+    pub functions: std::sync::Arc<BTreeSet<String>>,
     pub default_schema: String,
 }
 

@@ -91,10 +91,6 @@ impl PolicyTableProvider {
         }
     }
 
-    pub fn is_masked(&self, column: usize) -> bool {
-        self.masked.contains(&column)
-    }
-
     pub fn has_row_filter(&self) -> bool {
         self.row_filter.is_some()
     }
@@ -259,11 +255,6 @@ impl PolicyExec {
             masked_names,
             properties,
         }
-    }
-
-    /// Whether rows are filtered here (EXPLAIN ANALYZE would count hidden rows below).
-    pub fn filters_rows(&self) -> bool {
-        self.predicate.is_some()
     }
 }
 

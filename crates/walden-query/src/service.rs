@@ -147,6 +147,9 @@ struct Inner {
     global: Arc<GlobalBudget>,
     disk: Arc<DiskManager>,
     running: Mutex<HashMap<String, usize>>,
+    /// The function allowlist: every name the sessions' registries resolve (the bounded
+    /// wrappers replace functions under the same names, so it is the same every query).
+    functions: Arc<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for QueryService {
@@ -176,6 +179,19 @@ impl QueryService {
         for udf in pg_functions() {
             datafusion::execution::FunctionRegistry::register_udf(&mut base, Arc::new(udf))?;
         }
+        let mut functions = BTreeSet::new();
+        for (name, f) in base.scalar_functions() {
+            functions.insert(name.clone());
+            functions.insert(f.name().to_string());
+        }
+        for (name, f) in base.aggregate_functions() {
+            functions.insert(name.clone());
+            functions.insert(f.name().to_string());
+        }
+        for (name, f) in base.window_functions() {
+            functions.insert(name.clone());
+            functions.insert(f.name().to_string());
+        }
         let pg_static = Arc::new(PgCatalogStaticTables::try_new()?);
         let mut disk = DiskManagerBuilder::default();
         if let Some(dir) = &options.spill_dir {
@@ -193,6 +209,7 @@ impl QueryService {
                 parser: PostgresCompatibilityParser::new(),
                 disk,
                 running: Mutex::new(HashMap::new()),
+                functions: Arc::new(functions),
             }),
         })
     }
@@ -203,11 +220,6 @@ impl QueryService {
 
     pub fn audit_log(&self) -> Option<&AuditLog> {
         self.inner.audit.as_ref()
-    }
-
-    /// Memory reserved by running queries now, and the server's cap.
-    pub fn memory(&self) -> (usize, usize) {
-        (self.inner.global.used(), self.inner.global.limit())
     }
 
     /// What the lake is as of right now.
@@ -289,7 +301,7 @@ impl QueryService {
                 })
             }
             Err(e) => {
-                self.record_failure(principal, protocol, sql, &e, started, None)
+                self.record_failure(principal, protocol, sql, &e, started)
                     .await;
                 Err(e)
             }
@@ -312,7 +324,7 @@ impl QueryService {
         let permit = match self.acquire(principal) {
             Ok(p) => p,
             Err(e) => {
-                self.record_failure(principal, protocol, sql, &e, started, None)
+                self.record_failure(principal, protocol, sql, &e, started)
                     .await;
                 return Err(e);
             }
@@ -343,13 +355,13 @@ impl QueryService {
         let (planned, stream, digest) = match result {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
-                self.record_failure(principal, protocol, sql, &e, started, None)
+                self.record_failure(principal, protocol, sql, &e, started)
                     .await;
                 return Err(e);
             }
             Err(_) => {
                 let e = QueryError::Timeout(limits.timeout);
-                self.record_failure(principal, protocol, sql, &e, started, None)
+                self.record_failure(principal, protocol, sql, &e, started)
                     .await;
                 return Err(e);
             }
@@ -390,10 +402,7 @@ impl QueryService {
         let plan = state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await
-            .map_err(|e| match e.find_root() {
-                DataFusionError::SQL(..) | DataFusionError::Plan(..) => QueryError::Sql(e),
-                _ => QueryError::Sql(e),
-            })?;
+            .map_err(QueryError::Sql)?;
         guard::check(&plan, &allowed).map_err(QueryError::Refused)?;
         Ok(Planned {
             state,
@@ -488,24 +497,11 @@ impl QueryService {
         for udf in crate::functions::bounded(&functions, bound) {
             datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(udf))?;
         }
-        let mut names: BTreeSet<String> = BTreeSet::new();
-        for (name, f) in state.scalar_functions() {
-            names.insert(name.clone());
-            names.insert(f.name().to_string());
-        }
-        for (name, f) in state.aggregate_functions() {
-            names.insert(name.clone());
-            names.insert(f.name().to_string());
-        }
-        for (name, f) in state.window_functions() {
-            names.insert(name.clone());
-            names.insert(f.name().to_string());
-        }
         Ok((
             state,
             Allowed {
                 schemas,
-                functions: names,
+                functions: self.inner.functions.clone(),
                 default_schema: "public".into(),
             },
         ))
@@ -538,7 +534,6 @@ impl QueryService {
         sql: &str,
         error: &QueryError,
         started: Instant,
-        digest: Option<String>,
     ) {
         let outcome = if error.is_refusal() {
             Outcome::Refused
@@ -552,7 +547,7 @@ impl QueryService {
                     principal: principal.name().to_string(),
                     protocol: protocol.as_str().to_string(),
                     sql: sql.to_string(),
-                    plan_digest: digest,
+                    plan_digest: None,
                     rows: 0,
                     bytes: 0,
                     duration_ms: started.elapsed().as_secs_f64() * 1e3,

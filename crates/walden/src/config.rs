@@ -485,11 +485,11 @@ fn validate(config: &mut Config, base: &Path, file: Option<&Path>) -> Result<()>
              together (both PEM files, or neither for no TLS)"
         );
     }
-    for (key, path) in [
-        ("audit_path", &mut config.serve.audit_path),
-        ("tls_cert", &mut config.serve.tls_cert),
-        ("tls_key", &mut config.serve.tls_key),
-        ("spill_dir", &mut config.serve.spill_dir),
+    for path in [
+        &mut config.serve.audit_path,
+        &mut config.serve.tls_cert,
+        &mut config.serve.tls_key,
+        &mut config.serve.spill_dir,
     ] {
         if let Some(p) = path.as_mut()
             && p.is_relative()
@@ -497,7 +497,6 @@ fn validate(config: &mut Config, base: &Path, file: Option<&Path>) -> Result<()>
         {
             *p = base.join(&*p);
         }
-        let _ = key;
     }
     for p in config.principals.iter_mut() {
         for f in [&mut p.password_file, &mut p.token_file]
