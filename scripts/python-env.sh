@@ -30,6 +30,7 @@ REQUIREMENTS=(
   "psycopg[binary]"
   "asyncpg"
   "mcp"
+  "pgcli"
 )
 
 STAMP_NAME=".walden-requirements.sha256"
@@ -105,7 +106,7 @@ else
   "$PY" - >&2 <<'EOF'
 import importlib, os
 for mod in ("pyiceberg.catalog.sql", "sqlalchemy", "pyarrow", "duckdb", "psycopg",
-            "asyncpg", "mcp", "duckdb_extension_avro", "duckdb_extension_iceberg"):
+            "asyncpg", "mcp", "pgcli", "duckdb_extension_avro", "duckdb_extension_iceberg"):
     try:
         importlib.import_module(mod)
     except ImportError as e:

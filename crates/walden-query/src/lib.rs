@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod functions;
 pub mod guard;
 pub mod limits;
+mod pgcatalog;
 pub mod policy;
 mod provider;
 mod schema;

@@ -473,6 +473,14 @@ impl QueryService {
             self.inner.pg_static.clone(),
             Roles(principal.name().to_string()),
         )?;
+        let pg = crate::pgcatalog::PgCatalog::new(
+            Arc::new(pg),
+            self.inner.catalog.lake().clone(),
+            snapshot.clone(),
+            principal.clone(),
+            schemas.iter().filter(|s| *s != "walden").cloned().collect(),
+            crate::system::system_schemas(),
+        );
         catalog.register_schema("pg_catalog", Arc::new(pg))?;
         schemas.insert("pg_catalog".into());
         schemas.insert("information_schema".into());

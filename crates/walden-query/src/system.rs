@@ -260,6 +260,16 @@ impl SchemaProvider for SystemSchema {
     }
 }
 
+/// The `walden` tables and their schemas, without reading their rows.
+pub(crate) fn system_schemas() -> Vec<(String, SchemaRef)> {
+    vec![
+        ("tables".into(), tables_schema()),
+        ("columns".into(), columns_schema()),
+        ("replication_status".into(), status_schema()),
+        ("audit_log".into(), crate::audit::audit_schema()),
+    ]
+}
+
 fn utc_ms() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }

@@ -69,6 +69,65 @@ async fn run_python(script: &str, port: u16) -> Option<serde_json::Value> {
     Some(serde_json::from_str(last).unwrap_or_else(|e| panic!("{script}: {e}\n{}", show(&out))))
 }
 
+/// pgcli (interactive client, prompt_toolkit) with its completion metadata queries on a
+/// second connection; input is piped, so it runs the commands and exits at end of input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stderr)]
+async fn pgcli_browses_and_queries() {
+    let Some(python) = python() else { return };
+    let pgcli = python.with_file_name("pgcli");
+    if !pgcli.exists() {
+        eprintln!(
+            "\n!!!!! SKIPPED: no pgcli next to {} (scripts/python-env.sh installs it) !!!!!\n",
+            python.display()
+        );
+        return;
+    }
+    let server = Server::start().await;
+    let home = tempfile::tempdir().expect("temp dir");
+    let url = format!(
+        "postgres://alice:{ALICE_PASSWORD}@127.0.0.1:{}/walden",
+        server.port
+    );
+    let mut child = Command::new(&pgcli)
+        .args(["--less-chatty", "-t", &url])
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path())
+        .env("TERM", "dumb")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("pgcli runs");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(
+                b"SELECT 'total=' || CAST(sum(amount) AS VARCHAR) AS t FROM public.orders;\n\\d public.orders\n\\dt\n",
+            )
+            .await
+            .expect("write");
+    }
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        child.wait_with_output(),
+    )
+    .await
+    .expect("pgcli exits at end of input")
+    .expect("pgcli output");
+    let stdout = text(&out.stdout);
+    // sum(amount) over ids 1..=20 of (id * 1000 + 25) cents.
+    assert!(stdout.contains("total=2105.00"), "{}", show(&out));
+    assert!(
+        stdout.contains("placed_at") && stdout.contains("timestamp with time zone"),
+        "{}",
+        show(&out)
+    );
+    assert!(stdout.contains("customers"), "{}", show(&out));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_meta_commands_queries_and_refusals() {
     let server = Server::start().await;
@@ -89,10 +148,41 @@ async fn psql_meta_commands_queries_and_refusals() {
     )
     .await;
     assert!(out.status.success(), "{}", show(&out));
-    // KNOWN LIMITATION (datafusion-pg-catalog): the oid psql finds for public.orders
-    // collides with a catalog table's, so `\d` lists that table's columns. The protocol
-    // side works (the command runs and psql is satisfied); the catalog needs distinct oids.
-    // What it lists varies between runs, so only success is checked here.
+    // Every column with its Postgres type, in order: pg_class and pg_attribute agree on
+    // the table's oid, and types are the ones the protocol sends.
+    let described = text(&out.stdout);
+    let columns: Vec<(&str, &str)> = described
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split('|');
+            Some((parts.next()?, parts.next()?))
+        })
+        .filter(|(name, _)| !name.contains(' '))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("id", "bigint"),
+            ("customer", "text"),
+            ("amount", "numeric(10,2)"),
+            ("placed_at", "timestamp with time zone"),
+            ("day", "date"),
+            ("paid", "boolean"),
+            ("email", "text"),
+        ],
+        "{}",
+        show(&out)
+    );
+    // The same twice: oids are stable between queries.
+    let again = psql(
+        port,
+        "alice",
+        ALICE_PASSWORD,
+        &["-c", r"\d public.orders"],
+        None,
+    )
+    .await;
+    assert_eq!(text(&again.stdout), described);
 
     let out = psql(port, "alice", ALICE_PASSWORD, &["-c", r"\dn"], None).await;
     assert!(out.status.success(), "{}", show(&out));
@@ -391,9 +481,7 @@ async fn jdbc_metadata_prepared_statements_and_fetch_size() {
         "column id int8 -5",
         "column customer text 12",
         "column amount numeric 2",
-        // datafusion-pg-catalog reports timestamptz columns as text in pg_attribute
-        // (results themselves carry the timestamptz OID).
-        "column placed_at text 12",
+        "column placed_at timestamptz 93",
         "column day date 91",
         "column paid bool -7",
         "column email text 12",
