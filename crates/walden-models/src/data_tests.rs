@@ -365,8 +365,9 @@ pub(crate) fn parse_target(text: &str, project: &str) -> Result<NodeId, String> 
 }
 
 /// The dbt-style name of a generic test: `[source_]<test>_<model or source_table>_<column>`
-/// then `__<argument>` per argument (sorted by key), non-alphanumerics as `_`; over 63
-/// characters, cut to 46 and followed by `_` and 16 hex digits of a hash of the full name.
+/// then `__<argument>` per argument (sorted by key), each run of other characters than
+/// ASCII letters, digits and `_` as one `_`; over 80 characters, cut to 63 and followed by
+/// `_` and 16 hex digits of a hash of the full name (80 in all).
 pub(crate) fn generic_name(entry: &Entry, node: &NodeId, column: Option<&str>) -> String {
     if let Some(name) = &entry.custom_name {
         return name.clone();
@@ -392,9 +393,9 @@ pub(crate) fn generic_name(entry: &Entry, node: &NodeId, column: Option<&str>) -
         name.push_str("__");
         name.push_str(&flatten(&entry.args[k]));
     }
-    if name.len() > 63 {
+    if name.len() > 80 {
         let hash = twox_hash::XxHash3_128::oneshot(name.as_bytes()) as u64;
-        format!("{}_{hash:016x}", &name[..46])
+        format!("{}_{hash:016x}", &name[..63])
     } else {
         name
     }
@@ -497,8 +498,8 @@ mod tests {
         let many: Vec<String> = (0..30).map(|i| format!("value_{i}")).collect();
         let e = parse_entry(&json!({"accepted_values": {"values": many}})).unwrap();
         let long = generic_name(&e, &node, Some("status"));
-        assert_eq!(long.len(), 63);
-        assert!(long.starts_with("accepted_values_orders_status__value_0__value_"));
+        assert_eq!(long.len(), 80);
+        assert!(long.starts_with("accepted_values_orders_status__value_0__value_1__value_2__"));
         let e2 = parse_entry(&json!({"accepted_values": {"values": ["value_0", "x"]}})).unwrap();
         assert_ne!(generic_name(&e2, &node, Some("status")), long);
     }

@@ -1369,14 +1369,23 @@ fn load_inner(root: &Path, options: &LoadOptions, loader: &mut Loader) -> Option
             );
         }
     }
+    // the build order: models only, so ties break by model name alone
     let order = if cycles.is_empty() {
-        match graph.topo_order() {
-            Ok(o) => o
-                .into_iter()
-                .filter_map(|n| n.as_model().map(str::to_string))
-                .collect(),
-            Err(_) => Vec::new(),
+        let mut model_graph = Graph::default();
+        for m in models.values() {
+            model_graph.add_node(NodeId::Model(m.name.clone()));
+            for r in &m.refs {
+                model_graph.add_edge(NodeId::Model(r.clone()), NodeId::Model(m.name.clone()));
+            }
         }
+        model_graph
+            .topo_order()
+            .map(|o| {
+                o.into_iter()
+                    .filter_map(|n| n.as_model().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
     } else {
         Vec::new()
     };
