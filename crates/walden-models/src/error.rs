@@ -155,7 +155,7 @@ pub(crate) fn close_names<'a>(
         .filter(|c| *c != name)
         .map(|c| (strsim::jaro_winkler(name, c), c))
         .filter(|(score, c)| {
-            *score >= 0.85 || strsim::levenshtein(name, c) <= 2.max(name.len() / 4)
+            *score >= 0.85 || strsim::levenshtein(name, c) <= 1.max(name.len() / 3)
         })
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));

@@ -792,12 +792,16 @@ fn load_inner(root: &Path, options: &LoadOptions, loader: &mut Loader) -> Option
         Vec<Json>,
     )> = Vec::new();
     let mut seen_sources: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut source_cursor: BTreeMap<PathBuf, usize> = BTreeMap::new();
     for (rel, text, s) in &source_props {
         let locator = Locator::new(text);
         let sources_line = locator.top_key("sources").map_or(1, |p| p.0);
+        // entries are found in file order: each search starts after the previous source
+        let cursor = source_cursor.entry(rel.clone()).or_insert(sources_line);
         let sline = locator
-            .entry(sources_line, &s.name)
+            .entry(*cursor, &s.name)
             .map_or(sources_line, |p| p.0);
+        *cursor = sline + 1 + s.tables.len();
         if let Some(first) = seen_sources.get(&s.name) {
             loader.error(Diagnostic::new(
                 rel,

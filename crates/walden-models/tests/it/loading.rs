@@ -186,7 +186,7 @@ fn every_test_spelling_is_read() {
         warn.path,
         std::path::Path::new("models/staging/_staging.yml")
     );
-    assert_eq!(warn.line, 16);
+    assert_eq!(warn.line, 15);
     let rel = p
         .test("relationships_stg_order_lines_product_id__id__source_shop_products_")
         .unwrap();
