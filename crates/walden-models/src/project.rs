@@ -221,7 +221,8 @@ impl Loader {
     }
 
     /// Files under `dir` (recursively, sorted, hidden entries skipped) whose extension is one of `exts`.
-    fn walk(&mut self, dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) {
+    /// Folders in `skip` (the test paths, when nested in a model path) are not entered.
+    fn walk(&mut self, dir: &Path, exts: &[&str], skip: &[PathBuf], out: &mut Vec<PathBuf>) {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
@@ -244,7 +245,9 @@ impl Loader {
                 continue;
             }
             if p.is_dir() {
-                self.walk(&p, exts, out);
+                if !skip.contains(&p) {
+                    self.walk(&p, exts, skip, out);
+                }
             } else if p
                 .extension()
                 .and_then(|e| e.to_str())
@@ -636,7 +639,8 @@ fn load_inner(root: &Path, options: &LoadOptions, loader: &mut Loader) -> Option
         .clone()
         .unwrap_or_else(|| vec!["tests".into()]);
 
-    // 2. files
+    // 2. files (a test path inside a model path holds tests, not models)
+    let test_dirs: Vec<PathBuf> = test_paths.iter().map(|t| root.join(t)).collect();
     let mut sql_files: Vec<(PathBuf, PathBuf)> = Vec::new(); // (model path dir, file)
     let mut yaml_files: Vec<PathBuf> = Vec::new();
     for mp in &model_paths {
@@ -657,15 +661,15 @@ fn load_inner(root: &Path, options: &LoadOptions, loader: &mut Loader) -> Option
             continue;
         }
         let mut files = Vec::new();
-        loader.walk(&dir, &["sql"], &mut files);
+        loader.walk(&dir, &["sql"], &test_dirs, &mut files);
         sql_files.extend(files.into_iter().map(|f| (PathBuf::from(mp), f)));
-        loader.walk(&dir, &["yml", "yaml"], &mut yaml_files);
+        loader.walk(&dir, &["yml", "yaml"], &test_dirs, &mut yaml_files);
     }
     let mut test_files = Vec::new();
     for tp in &test_paths {
         let dir = root.join(tp);
         if dir.is_dir() {
-            loader.walk(&dir, &["sql"], &mut test_files);
+            loader.walk(&dir, &["sql"], &[], &mut test_files);
         }
     }
 
