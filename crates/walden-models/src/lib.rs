@@ -12,6 +12,8 @@
 //!
 //! It depends on no other walden crate, no query engine and no runtime.
 
+#![warn(missing_docs)]
+
 mod config;
 mod data_tests;
 mod error;

@@ -191,6 +191,11 @@ pub struct Project {
     pub(crate) env: Option<HashMap<String, String>>,
 }
 
+/// The generic tests of one model, source table or column, before they are checked: the
+/// tested node, the property file and its text, the line of the node's entry, the column
+/// (`None` at model or table level) and the list entries.
+type TestSet = (NodeId, PathBuf, String, usize, Option<ColumnProps>, Vec<Json>);
+
 /// Folder defaults: one level of `models:` in the project file.
 #[derive(Debug, Default, Clone)]
 struct Folder {
@@ -593,11 +598,14 @@ fn load_inner(root: &Path, options: &LoadOptions, loader: &mut Loader) -> Option
     let folders = match &pf.models {
         None | Some(Json::Null) => Folder::default(),
         Some(Json::Object(map)) => {
-            let level = match map.get(&name) {
+            match map.get(&name) {
                 Some(Json::Object(own)) => {
                     for k in map.keys().filter(|k| *k != &name && !k.starts_with('+')) {
                         let (line, col) = locator.key(1, k).unwrap_or((1, 1));
-                        loader.warnings.push(Diagnostic::new(&pf_path, line, col, format!("models: '{k}' is not this project ('{name}'); its settings are ignored")));
+                        let message = format!(
+                            "models: '{k}' is not this project ('{name}'); its settings are ignored"
+                        );
+                        loader.warnings.push(Diagnostic::new(&pf_path, line, col, message));
                     }
                     let mut root_level = parse_folder(
                         &map.iter()
@@ -615,8 +623,7 @@ fn load_inner(root: &Path, options: &LoadOptions, loader: &mut Loader) -> Option
                     root_level
                 }
                 _ => parse_folder(map, loader, &pf_path, &locator, ""),
-            };
-            level
+            }
         }
         Some(_) => {
             let (line, col) = locator.top_key("models").unwrap_or((1, 1));
@@ -787,14 +794,7 @@ fn load_inner(root: &Path, options: &LoadOptions, loader: &mut Loader) -> Option
 
     // sources
     let mut sources: BTreeMap<(String, String), SourceTable> = BTreeMap::new();
-    let mut source_tests: Vec<(
-        NodeId,
-        PathBuf,
-        String,
-        usize,
-        Option<ColumnProps>,
-        Vec<Json>,
-    )> = Vec::new();
+    let mut source_tests: Vec<TestSet> = Vec::new();
     let mut seen_sources: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut source_cursor: BTreeMap<PathBuf, usize> = BTreeMap::new();
     for (rel, text, s) in &source_props {
@@ -1114,14 +1114,7 @@ fn load_inner(root: &Path, options: &LoadOptions, loader: &mut Loader) -> Option
         }
     };
     // generic tests of models
-    let mut generic_sets: Vec<(
-        NodeId,
-        PathBuf,
-        String,
-        usize,
-        Option<ColumnProps>,
-        Vec<Json>,
-    )> = Vec::new();
+    let mut generic_sets: Vec<TestSet> = Vec::new();
     for (mname, p) in &model_props {
         let node = NodeId::Model(mname.clone());
         generic_sets.push((

@@ -1,7 +1,7 @@
 //! The build pass: a model's or test's SQL with every dependency resolved by the caller.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::Path;
 
 use crate::config::Materialized;
 use crate::data_tests::{DataTest, TestKind};
@@ -211,7 +211,7 @@ impl Project {
     /// Renders a template in the build pass with `resolve` for its dependencies.
     fn build(
         &self,
-        file: &PathBuf,
+        file: &Path,
         raw: &str,
         deps: &[NodeId],
         this: Option<Relation>,
