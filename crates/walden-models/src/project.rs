@@ -194,7 +194,14 @@ pub struct Project {
 /// The generic tests of one model, source table or column, before they are checked: the
 /// tested node, the property file and its text, the line of the node's entry, the column
 /// (`None` at model or table level) and the list entries.
-type TestSet = (NodeId, PathBuf, String, usize, Option<ColumnProps>, Vec<Json>);
+type TestSet = (
+    NodeId,
+    PathBuf,
+    String,
+    usize,
+    Option<ColumnProps>,
+    Vec<Json>,
+);
 
 /// Folder defaults: one level of `models:` in the project file.
 #[derive(Debug, Default, Clone)]
@@ -597,34 +604,34 @@ fn load_inner(root: &Path, options: &LoadOptions, loader: &mut Loader) -> Option
     // folder defaults
     let folders = match &pf.models {
         None | Some(Json::Null) => Folder::default(),
-        Some(Json::Object(map)) => {
-            match map.get(&name) {
-                Some(Json::Object(own)) => {
-                    for k in map.keys().filter(|k| *k != &name && !k.starts_with('+')) {
-                        let (line, col) = locator.key(1, k).unwrap_or((1, 1));
-                        let message = format!(
-                            "models: '{k}' is not this project ('{name}'); its settings are ignored"
-                        );
-                        loader.warnings.push(Diagnostic::new(&pf_path, line, col, message));
-                    }
-                    let mut root_level = parse_folder(
-                        &map.iter()
-                            .filter(|(k, _)| k.starts_with('+'))
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                        loader,
-                        &pf_path,
-                        &locator,
-                        "",
+        Some(Json::Object(map)) => match map.get(&name) {
+            Some(Json::Object(own)) => {
+                for k in map.keys().filter(|k| *k != &name && !k.starts_with('+')) {
+                    let (line, col) = locator.key(1, k).unwrap_or((1, 1));
+                    let message = format!(
+                        "models: '{k}' is not this project ('{name}'); its settings are ignored"
                     );
-                    let own = parse_folder(own, loader, &pf_path, &locator, &format!(".{name}"));
-                    root_level.config = root_level.config.overlay(&own.config);
-                    root_level.children = own.children;
-                    root_level
+                    loader
+                        .warnings
+                        .push(Diagnostic::new(&pf_path, line, col, message));
                 }
-                _ => parse_folder(map, loader, &pf_path, &locator, ""),
+                let mut root_level = parse_folder(
+                    &map.iter()
+                        .filter(|(k, _)| k.starts_with('+'))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    loader,
+                    &pf_path,
+                    &locator,
+                    "",
+                );
+                let own = parse_folder(own, loader, &pf_path, &locator, &format!(".{name}"));
+                root_level.config = root_level.config.overlay(&own.config);
+                root_level.children = own.children;
+                root_level
             }
-        }
+            _ => parse_folder(map, loader, &pf_path, &locator, ""),
+        },
         Some(_) => {
             let (line, col) = locator.top_key("models").unwrap_or((1, 1));
             loader.error(Diagnostic::new(

@@ -167,7 +167,10 @@ fn ephemerals_become_ctes_nested_and_deduplicated() {
         sql.starts_with("WITH \"__walden_ephemeral_int_order_totals\" AS (\nselect"),
         "{sql}"
     );
-    assert!(sql.contains("\n)\nselect\n    o.order_id,"), "config() renders to nothing: {sql}");
+    assert!(
+        sql.contains("\n)\nselect\n    o.order_id,"),
+        "config() renders to nothing: {sql}"
+    );
     assert!(
         sql.contains("left join \"__walden_ephemeral_int_order_totals\" t using (order_id)"),
         "{sql}"
