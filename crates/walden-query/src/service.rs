@@ -294,6 +294,7 @@ impl QueryService {
                 for (i, t) in params {
                     types[i - 1] = t;
                 }
+                cast_parameter_types(&planned.plan, &mut types);
                 Ok(Prepared {
                     sql: sql.to_string(),
                     schema: Arc::new(planned.plan.schema().as_arrow().clone()),
@@ -366,13 +367,36 @@ impl QueryService {
                 return Err(e);
             }
         };
+        let schema = stream.schema();
+        let held = Arc::new(std::sync::Mutex::new(Held {
+            stream: Some(stream),
+            permit: Some(permit),
+            expired: false,
+        }));
+        let watchdog = {
+            let held = held.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(deadline).await;
+                // Taken out under the lock, dropped after it: the plan's memory, spill
+                // files and the concurrency slot go back even if nobody polls again.
+                let (stream, permit) = {
+                    let mut h = held.lock().unwrap_or_else(|p| p.into_inner());
+                    h.expired = true;
+                    (h.stream.take(), h.permit.take())
+                };
+                drop(stream);
+                drop(permit);
+            })
+            .abort_handle()
+        };
         Ok(Answer {
             service: self.clone(),
             principal: principal.clone(),
             protocol,
             sql: sql.to_string(),
-            schema: stream.schema(),
-            stream: Some(stream),
+            schema,
+            held,
+            watchdog,
             cap: ResultCap::new(limits.max_rows, limits.max_result_bytes),
             deadline,
             timeout: limits.timeout,
@@ -382,7 +406,6 @@ impl QueryService {
             started,
             failed: None,
             finished: false,
-            _permit: permit,
         })
     }
 
@@ -665,7 +688,11 @@ pub struct Answer {
     protocol: Protocol,
     sql: String,
     schema: SchemaRef,
-    stream: Option<SendableRecordBatchStream>,
+    /// The running plan and its concurrency slot, shared with the watchdog that frees
+    /// both at the deadline even when the client stops asking for rows (a suspended
+    /// portal never executed again, a client that stopped reading).
+    held: Arc<std::sync::Mutex<Held>>,
+    watchdog: tokio::task::AbortHandle,
     cap: ResultCap,
     deadline: tokio::time::Instant,
     timeout: Duration,
@@ -675,7 +702,14 @@ pub struct Answer {
     started: Instant,
     failed: Option<String>,
     finished: bool,
-    _permit: Permit,
+}
+
+/// What an [`Answer`] holds until it ends or its deadline passes.
+struct Held {
+    stream: Option<SendableRecordBatchStream>,
+    permit: Option<Permit>,
+    /// The watchdog fired: the deadline passed while the answer was open.
+    expired: bool,
 }
 
 /// How an answer ended.
@@ -702,7 +736,22 @@ impl Answer {
 
     /// The next batch within the caps; `None` at the end (or once a cap is reached).
     pub async fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
-        let stream = self.stream.as_mut()?;
+        let taken = {
+            let mut held = self.held();
+            match held.stream.take() {
+                Some(s) => Ok(s),
+                None => Err(held.expired),
+            }
+        };
+        let mut stream = match taken {
+            Ok(stream) => stream,
+            Err(true) if self.failed.is_none() => {
+                let e = QueryError::Timeout(self.timeout);
+                self.failed = Some(e.to_string());
+                return Some(Err(e));
+            }
+            Err(_) => return None,
+        };
         let next = tokio::time::timeout_at(self.deadline, stream.next());
         let result = match &self.cancel {
             Some(c) => tokio::select! {
@@ -711,32 +760,59 @@ impl Answer {
             },
             None => next.await,
         };
-        match result {
+        let (item, keep) = match result {
             Err(_) => {
-                self.stream = None;
                 let e = QueryError::Timeout(self.timeout);
                 self.failed = Some(e.to_string());
-                Some(Err(e))
+                (Some(Err(e)), false)
             }
-            Ok(None) => {
-                self.stream = None;
-                None
-            }
+            Ok(None) => (None, false),
             Ok(Some(Err(e))) => {
-                self.stream = None;
                 let e = QueryError::from_df(e, self.principal.limits().memory_limit_bytes);
                 self.failed = Some(e.to_string());
-                Some(Err(e))
+                (Some(Err(e)), false)
             }
+            // At a cap: stop reading, which cancels the rest of the query.
             Ok(Some(Ok(batch))) => match self.cap.admit(batch) {
-                Some(b) => Some(Ok(b)),
-                None => {
-                    // At a cap: stop reading, which cancels the rest of the query.
-                    self.stream = None;
-                    None
-                }
+                Some(b) => (Some(Ok(b)), true),
+                None => (None, false),
             },
+        };
+        if keep {
+            let mut held = self.held();
+            if !held.expired {
+                held.stream = Some(stream);
+            }
         }
+        item
+    }
+
+    /// `Err(Timeout)` once the deadline has passed: for front ends that hold rows of
+    /// this answer outside it (a batch partly sent by a suspended portal), so those
+    /// stop at the deadline too.
+    pub fn check_deadline(&mut self) -> Result<()> {
+        if tokio::time::Instant::now() < self.deadline {
+            return Ok(());
+        }
+        let e = QueryError::Timeout(self.timeout);
+        self.failed.get_or_insert_with(|| e.to_string());
+        self.release();
+        Err(e)
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the plan and the concurrency slot now (not when the watchdog fires).
+    fn release(&self) {
+        self.watchdog.abort();
+        let (stream, permit) = {
+            let mut held = self.held();
+            (held.stream.take(), held.permit.take())
+        };
+        drop(stream);
+        drop(permit);
     }
 
     /// Every remaining batch (within the caps).
@@ -750,7 +826,7 @@ impl Answer {
 
     /// Ends the query and audits it; returns what was sent.
     pub async fn finish(mut self) -> Summary {
-        self.stream = None;
+        self.release();
         self.finished = true;
         let summary = self.summary();
         let outcome = match (&self.failed, summary.truncated) {
@@ -797,24 +873,57 @@ impl Answer {
 
 impl Drop for Answer {
     fn drop(&mut self) {
+        self.release();
         if self.finished {
             return;
         }
-        // Dropped unfinished: the client went away or closed the portal early.
-        let record = self.record(
-            Outcome::Error,
-            Some(
-                self.failed
-                    .clone()
-                    .unwrap_or_else(|| "the client stopped reading the answer".into()),
+        // Dropped unfinished: the client went away or closed the portal early, or left
+        // it open past the deadline (the watchdog already freed the plan then).
+        let message = match (&self.failed, self.held().expired) {
+            (Some(failed), _) => failed.clone(),
+            (None, true) => format!(
+                "{}; the client held the answer open without reading it to the end",
+                QueryError::Timeout(self.timeout)
             ),
-        );
+            (None, false) => "the client stopped reading the answer".into(),
+        };
+        let record = self.record(Outcome::Error, Some(message));
         if let Some(audit) = self.service.inner.audit.clone()
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
             handle.spawn(async move { audit.record(record).await });
         }
     }
+}
+
+/// Parameters DataFusion could not type from their context but that are cast right
+/// away (`$1::bigint`, `CAST($1 AS int)`) take the cast's type, as in Postgres; clients
+/// that bind by declared type (asyncpg, JDBC) need it.
+fn cast_parameter_types(plan: &LogicalPlan, types: &mut [Option<DataType>]) {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Cast, Expr, TryCast};
+    if types.iter().all(Option::is_some) {
+        return;
+    }
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                let (inner, to) = match e {
+                    Expr::Cast(Cast { expr, data_type }) => (expr, data_type),
+                    Expr::TryCast(TryCast { expr, data_type }) => (expr, data_type),
+                    _ => return Ok(TreeNodeRecursion::Continue),
+                };
+                if let Expr::Placeholder(p) = inner.as_ref()
+                    && let Some(i) = p.id.trim_start_matches('$').parse::<usize>().ok()
+                    && let Some(slot) = i.checked_sub(1).and_then(|i| types.get_mut(i))
+                    && slot.is_none()
+                {
+                    *slot = Some(to.clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
 }
 
 /// The principal as the only role `pg_roles` shows.

@@ -34,6 +34,12 @@ async def main():
     ]
     out["param_types"] = [t.name for t in stmt.get_parameters()]
     out["result_types"] = [a.type.name for a in stmt.get_attributes()]
+    # Parameters typed only by a cast bind as that type.
+    out["cast_params"] = [
+        await c.fetchval("SELECT $1::bigint + 1", 5),
+        await c.fetchval("SELECT CAST($1 AS integer) * 2", 4),
+        str(await c.fetchval("SELECT $1::numeric(10,2)", decimal.Decimal("1.50"))),
+    ]
     # Typed parameters of every column type, binary both ways.
     rows = await c.fetch(
         "SELECT id, customer, amount, placed_at, day, paid FROM public.orders "

@@ -270,6 +270,10 @@ where
         if max == Some(sent) {
             return Ok((sent, false));
         }
+        if let Err(e) = running.answer.check_deadline() {
+            running.pending = None;
+            return Err(query_error(&e));
+        }
         if let Some((batch, offset)) = running.pending.take() {
             let available = batch.num_rows() - offset;
             let take = match max {

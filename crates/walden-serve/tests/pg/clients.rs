@@ -440,6 +440,7 @@ async fn asyncpg_binary_results_prepared_statements_type_round_trip() {
         "prepared": [11, 5],
         "param_types": ["numeric"],
         "result_types": ["int8"],
+        "cast_params": [6, 8, "1.50"],
         "roundtrip": [[3, "customer-3", "30.25", "2024-01-01T03:00:00+00:00", "2024-01-04", false]],
         "cursor": (1..=20).collect::<Vec<i64>>()
     });

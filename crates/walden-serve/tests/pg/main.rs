@@ -7,6 +7,7 @@
 //! and `javac`/`java`. A test whose client is missing says so loudly and passes.
 
 mod clients;
+mod guardrails;
 mod lake;
 
 use std::collections::HashMap;
@@ -21,6 +22,10 @@ use walden_serve::{Credentials, Principals};
 
 pub const ALICE_PASSWORD: &str = "alice-secret";
 pub const BOB_PASSWORD: &str = "bob-secret";
+/// `dave`: a 2-second time limit, 5 rows, 2 concurrent queries (the guardrail list).
+pub const DAVE_PASSWORD: &str = "dave-secret";
+/// `erin`: a 2-second time limit, 2 concurrent queries, answers of any size.
+pub const ERIN_PASSWORD: &str = "erin-secret";
 
 /// A running server over a fresh lake.
 pub struct Server {
@@ -33,6 +38,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// The server with TLS from a PEM certificate and key.
+    pub async fn start_with(tls: Option<(&Path, &Path)>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let lake = lake::build(&dir.path().join("warehouse")).await;
         let audit = AuditLog::open(&dir.path().join("audit.db"), Duration::from_secs(3600))
@@ -58,6 +68,19 @@ impl Server {
                 ..Default::default()
             });
         let carol = Principal::new("carol");
+        let dave = Principal::new("dave").with_limits(Limits {
+            max_rows: 5,
+            timeout: Duration::from_secs(2),
+            max_concurrent_queries: 2,
+            ..Default::default()
+        });
+        let erin = Principal::new("erin").with_limits(Limits {
+            max_rows: u64::MAX,
+            max_result_bytes: u64::MAX,
+            timeout: Duration::from_secs(2),
+            max_concurrent_queries: 2,
+            ..Default::default()
+        });
         let principals = Principals::new([
             Credentials {
                 principal: Arc::new(alice),
@@ -70,12 +93,22 @@ impl Server {
                 token: None,
             },
             Credentials {
+                principal: Arc::new(dave),
+                password: Some(DAVE_PASSWORD.into()),
+                token: None,
+            },
+            Credentials {
+                principal: Arc::new(erin),
+                password: Some(ERIN_PASSWORD.into()),
+                token: None,
+            },
+            Credentials {
                 principal: Arc::new(carol),
                 password: None,
                 token: Some("carol-token".into()),
             },
         ]);
-        let server = PgServer::new(service, Arc::new(principals), None).expect("server");
+        let server = PgServer::new(service, Arc::new(principals), tls).expect("server");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
