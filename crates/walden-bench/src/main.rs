@@ -162,6 +162,12 @@ enum Bench {
         /// Postgres altogether (walden is then checked against DuckDB).
         #[arg(long)]
         lake: Option<PathBuf>,
+        /// Query walden in this process instead of over the Postgres wire protocol.
+        #[arg(long)]
+        in_process: bool,
+        /// Concurrent pgwire clients of the load phase after the timed runs (0: skip it).
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
         #[arg(long)]
         walden: Option<PathBuf>,
     },
@@ -274,6 +280,8 @@ fn main() -> Result<()> {
             skip_postgres,
             skip_duckdb,
             lake,
+            in_process,
+            clients,
             walden,
         } => {
             let walden = walden_binary(walden)?;
@@ -289,6 +297,8 @@ fn main() -> Result<()> {
                     skip_postgres,
                     skip_duckdb,
                     lake,
+                    in_process,
+                    clients,
                 },
                 &walden,
             ))

@@ -4,8 +4,12 @@
 //! Data comes from `tpchgen-cli` (CSV, cached in `--data-dir`), is loaded into a fresh
 //! Postgres 15 with `\copy`, primary keys, foreign keys and their indexes, then `VACUUM
 //! ANALYZE`; `walden replicate --until-caught-up` copies it into a fresh lake. DuckDB reads
-//! Parquet files it wrote itself from the same CSV, through `duckdb_tpch.py`. Every walden
-//! result is checked against Postgres' (against DuckDB's when Postgres timed out).
+//! Parquet files it wrote itself from the same CSV, through `duckdb_tpch.py`. walden is
+//! queried as clients query it: over the Postgres wire protocol (a `walden serve` front end
+//! in this process, text results, the product's default memory caps), or in process with
+//! `--in-process`. Every walden result is checked against Postgres' (against DuckDB's when
+//! Postgres timed out). Then `--clients` clients run all the queries at once through pgwire,
+//! to show the server stays within its memory cap.
 
 mod queries;
 
@@ -42,6 +46,10 @@ pub(crate) struct Options {
     pub skip_duckdb: bool,
     /// Where to keep the lake; reused (no Postgres at all) when it already holds one.
     pub lake: Option<PathBuf>,
+    /// Query walden in this process instead of over pgwire.
+    pub in_process: bool,
+    /// Concurrent pgwire clients of the load phase (0: none).
+    pub clients: usize,
 }
 
 /// A result set in text form, NULL as `None`.
@@ -73,26 +81,7 @@ impl SqlExecutor for Postgres {
     }
 
     fn execute<'a>(&'a self, sql: &'a str) -> BoxFuture<'a, Result<Outcome>> {
-        Box::pin(async move {
-            use walden_testkit::tokio_postgres::SimpleQueryMessage;
-            match self.client.simple_query(sql).await {
-                Ok(messages) => Ok(Outcome::Rows(
-                    messages
-                        .iter()
-                        .filter_map(|m| match m {
-                            SimpleQueryMessage::Row(row) => Some(
-                                (0..row.len())
-                                    .map(|i| row.get(i).map(str::to_string))
-                                    .collect(),
-                            ),
-                            _ => None,
-                        })
-                        .collect(),
-                )),
-                Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => Ok(Outcome::TimedOut),
-                Err(e) => Err(anyhow::anyhow!(walden_testkit::pg_error(&e))),
-            }
-        })
+        Box::pin(async move { simple_rows(&self.client, sql).await })
     }
 }
 
@@ -127,6 +116,166 @@ impl SqlExecutor for WaldenInProcess {
             Ok(Outcome::Rows(rows))
         })
     }
+}
+
+/// walden over the Postgres wire protocol, as clients see it: simple queries, text rows.
+struct WaldenPgwire {
+    client: walden_testkit::tokio_postgres::Client,
+}
+
+impl SqlExecutor for WaldenPgwire {
+    fn name(&self) -> &'static str {
+        "walden"
+    }
+
+    fn execute<'a>(&'a self, sql: &'a str) -> BoxFuture<'a, Result<Outcome>> {
+        Box::pin(async move { simple_rows(&self.client, sql).await })
+    }
+}
+
+async fn simple_rows(
+    client: &walden_testkit::tokio_postgres::Client,
+    sql: &str,
+) -> Result<Outcome> {
+    use walden_testkit::tokio_postgres::SimpleQueryMessage;
+    match client.simple_query(sql).await {
+        Ok(messages) => Ok(Outcome::Rows(
+            messages
+                .iter()
+                .filter_map(|m| match m {
+                    SimpleQueryMessage::Row(row) => Some(
+                        (0..row.len())
+                            .map(|i| row.get(i).map(str::to_string))
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect(),
+        )),
+        Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => Ok(Outcome::TimedOut),
+        Err(e) => Err(anyhow::anyhow!(walden_testkit::pg_error(&e))),
+    }
+}
+
+const BENCH_PASSWORD: &str = "bench";
+
+/// A pgwire front end over the lake in this process, with the product's default memory
+/// caps (per query and server-wide) and room for long answers and slow queries.
+async fn start_pgwire(
+    lake_dir: &Path,
+    cores: usize,
+) -> Result<(u16, tokio::sync::oneshot::Sender<()>)> {
+    use std::sync::Arc;
+    use walden_query::{LakeCatalog, Limits, Principal, QueryService, ServiceOptions};
+    let service = QueryService::new(
+        LakeCatalog::new(Lake::open(lake_dir)?),
+        None,
+        ServiceOptions {
+            target_partitions: cores,
+            ..Default::default()
+        },
+    )?;
+    let principal = Principal::new("bench").with_limits(Limits {
+        max_rows: u64::MAX,
+        max_result_bytes: u64::MAX,
+        timeout: std::time::Duration::from_secs(3600),
+        max_concurrent_queries: 64,
+        ..Limits::default()
+    });
+    let principals = walden_serve::Principals::new([walden_serve::Credentials {
+        principal: Arc::new(principal),
+        password: Some(BENCH_PASSWORD.into()),
+        token: None,
+    }]);
+    let server = walden_serve::pg::PgServer::new(service, Arc::new(principals), None)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    Ok((port, stop))
+}
+
+async fn pgwire_client(port: u16) -> Result<walden_testkit::tokio_postgres::Client> {
+    let mut config = walden_testkit::tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user("bench")
+        .password(BENCH_PASSWORD)
+        .dbname("walden");
+    let (client, conn) = config
+        .connect(walden_testkit::tokio_postgres::NoTls)
+        .await
+        .context("connecting to walden's pgwire front end")?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// This process' peak resident memory (VmHWM), after [`reset_peak_rss`].
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Restarts the peak-RSS count from the current RSS (Linux `clear_refs` 5).
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// What the concurrent-clients phase saw.
+struct Load {
+    clients: usize,
+    queries: usize,
+    failed: Vec<String>,
+    wall_secs: f64,
+    peak_rss: Option<u64>,
+    memory_cap: u64,
+    per_query_cap: u64,
+}
+
+/// `clients` pgwire clients at once, each running every selected query once, each
+/// starting at a different query.
+async fn load_phase(port: u16, clients: usize, selected: &[&Query]) -> Result<Load> {
+    let reset = reset_peak_rss();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = pgwire_client(port).await?;
+        let mut order: Vec<(usize, String)> =
+            selected.iter().map(|q| (q.number, q.sql.clone())).collect();
+        let shift = (c * 3) % order.len().max(1);
+        order.rotate_left(shift);
+        tasks.push(tokio::spawn(async move {
+            let mut failed = Vec::new();
+            for (number, sql) in &order {
+                if let Err(e) = simple_rows(&client, sql).await {
+                    failed.push(format!("client {c} q{number}: {e:#}"));
+                }
+            }
+            (order.len(), failed)
+        }));
+    }
+    let mut queries = 0;
+    let mut failed = Vec::new();
+    for t in tasks {
+        let (n, f) = t.await?;
+        queries += n;
+        failed.extend(f);
+    }
+    let defaults = walden_query::ServiceOptions::default();
+    Ok(Load {
+        clients,
+        queries,
+        failed,
+        wall_secs: started.elapsed().as_secs_f64(),
+        peak_rss: if reset { peak_rss() } else { None },
+        memory_cap: defaults.global_memory_bytes as u64,
+        per_query_cap: walden_query::Limits::default().memory_limit_bytes as u64,
+    })
 }
 
 /// Times of one query on one engine: `runs` runs after a warm-up.
@@ -378,8 +527,15 @@ pub(crate) async fn run(opts: &Options, walden: &Path) -> Result<()> {
     );
 
     // 5. Queries.
-    let walden_exec = WaldenInProcess {
-        engine: QueryEngine::new(Lake::open(&lake_dir)?),
+    let (port, stop_pgwire) = start_pgwire(&lake_dir, cores).await?;
+    let walden_exec: Box<dyn SqlExecutor> = if opts.in_process {
+        Box::new(WaldenInProcess {
+            engine: QueryEngine::new(Lake::open(&lake_dir)?),
+        })
+    } else {
+        Box::new(WaldenPgwire {
+            client: pgwire_client(port).await?,
+        })
     };
     let mut results = Vec::new();
     let mut failures = Vec::new();
@@ -388,7 +544,7 @@ pub(crate) async fn run(opts: &Options, walden: &Path) -> Result<()> {
             Some(pg) => Some(measure(pg, q, opts.runs).await),
             None => None,
         };
-        let w = measure(&walden_exec, q, opts.runs).await;
+        let w = measure(walden_exec.as_ref(), q, opts.runs).await;
         let d = match duck.as_mut().map(|duck| duck.run(q, opts.runs)) {
             Some(Ok(d)) => Some(d),
             Some(Err(e)) => {
@@ -446,7 +602,21 @@ pub(crate) async fn run(opts: &Options, walden: &Path) -> Result<()> {
         });
     }
 
-    report(opts, cores, &results, &setup)?;
+    // 6. Many clients at once, within the memory cap.
+    let load = if opts.clients > 0 {
+        eprintln!(
+            "{} concurrent pgwire clients, every query each ...",
+            opts.clients
+        );
+        let load = load_phase(port, opts.clients, &selected).await?;
+        failures.extend(load.failed.iter().cloned());
+        Some(load)
+    } else {
+        None
+    };
+    let _ = stop_pgwire.send(());
+
+    report(opts, cores, &results, &setup, load.as_ref())?;
     if let Some(dir) = temp_dir {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -502,12 +672,25 @@ fn geomean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp())
 }
 
-fn report(opts: &Options, cores: usize, results: &[QueryResult], setup: &Setup) -> Result<()> {
+fn report(
+    opts: &Options,
+    cores: usize,
+    results: &[QueryResult],
+    setup: &Setup,
+    load: Option<&Load>,
+) -> Result<()> {
     let timeout = opts.statement_timeout_secs as f64;
     println!(
-        "\nTPC-H SF{}: {cores} cores; DataFusion target partitions {cores}, DuckDB threads \
-         {cores}; medians of {} runs after one warm-up; Postgres statement_timeout {}s",
-        opts.scale, opts.runs, opts.statement_timeout_secs
+        "\nTPC-H SF{}: {cores} cores; walden {}; DataFusion target partitions {cores}, DuckDB \
+         threads {cores}; medians of {} runs after one warm-up; Postgres statement_timeout {}s",
+        opts.scale,
+        if opts.in_process {
+            "in process"
+        } else {
+            "over pgwire (text results)"
+        },
+        opts.runs,
+        opts.statement_timeout_secs
     );
     println!(
         "setup: Postgres load {:.1}s ({:.0} MiB), walden replicate {:.1}s (peak RSS {:.0} MiB, \
@@ -605,6 +788,25 @@ fn report(opts: &Options, cores: usize, results: &[QueryResult], setup: &Setup) 
         gr.map(|x| if x <= 1.5 { "met" } else { "not met" })
             .unwrap_or("n/a")
     );
+    if let Some(load) = load {
+        let mib = |b: u64| b as f64 / 1048576.0;
+        println!(
+            "\n{} concurrent pgwire clients ran {} queries in {:.1}s ({} failed); peak RSS of the \
+             process {} with the query memory cap at {:.0} MiB server-wide, {:.0} MiB per query",
+            load.clients,
+            load.queries,
+            load.wall_secs,
+            load.failed.len(),
+            load.peak_rss
+                .map(|b| format!("{:.0} MiB", mib(b)))
+                .unwrap_or_else(|| "unknown".into()),
+            mib(load.memory_cap),
+            mib(load.per_query_cap),
+        );
+        for f in &load.failed {
+            println!("  {f}");
+        }
+    }
     if let Some(path) = &opts.json {
         let json = serde_json::json!({
             "scale": opts.scale,
@@ -629,6 +831,16 @@ fn report(opts: &Options, cores: usize, results: &[QueryResult], setup: &Setup) 
             })).collect::<Vec<_>>(),
             "geomean_speedup_vs_postgres": gs,
             "geomean_walden_over_duckdb": gr,
+            "walden_over": if opts.in_process { "in process" } else { "pgwire" },
+            "load": load.map(|l| serde_json::json!({
+                "clients": l.clients,
+                "queries": l.queries,
+                "failed": l.failed,
+                "wall_secs": l.wall_secs,
+                "peak_rss": l.peak_rss,
+                "memory_cap": l.memory_cap,
+                "per_query_cap": l.per_query_cap,
+            })),
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
     }
