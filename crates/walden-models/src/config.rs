@@ -491,28 +491,9 @@ fn as_string_list(key: &str, value: &Json) -> Result<Vec<String>, String> {
 
 /// A light check of a cron expression: 5 to 7 fields of cron characters, or a `@` macro.
 fn check_cron(s: &str) -> Result<(), String> {
-    let s = s.trim();
-    if let Some(name) = s.strip_prefix('@') {
-        return match name {
-            "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => {
-                Ok(())
-            }
-            _ => Err(format!(
-                "schedule '{s}' is not a cron expression (unknown '@{name}')"
-            )),
-        };
-    }
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    let ok_chars = |f: &str| {
-        f.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "*/,-?LW#".contains(c))
-    };
-    if !(5..=7).contains(&fields.len()) || !fields.iter().all(|f| ok_chars(f)) {
-        return Err(format!(
-            "schedule '{s}' is not a cron expression (expected 5 to 7 fields like '0 * * * *', or @hourly/@daily/...)"
-        ));
-    }
-    Ok(())
+    crate::schedule::parse_cron(s)
+        .map(|_| ())
+        .map_err(|m| format!("schedule {m}"))
 }
 
 #[cfg(test)]

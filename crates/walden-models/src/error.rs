@@ -129,6 +129,23 @@ pub enum Error {
         /// What is wrong, with close names where there are some.
         message: String,
     },
+    /// A schedule entry is invalid (see [`crate::Schedules::new`]).
+    #[error("{entry}: {message}")]
+    Schedule {
+        /// The entry: `schedules[<index>] '<name>'`, `schedules[<index>] (select '...')`,
+        /// or `model '<name>' (<file>)` for a model's own `schedule`.
+        entry: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Writing the documentation site failed.
+    #[error("cannot write {}: {source}", .path.display())]
+    Io {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 pub(crate) fn did_you_mean(suggestions: &[String]) -> String {

@@ -23,6 +23,7 @@ mod project;
 mod props;
 mod render;
 mod scan;
+mod schedule;
 mod select;
 mod sql;
 mod template;
@@ -38,4 +39,7 @@ pub use project::{
     SourceTable,
 };
 pub use render::{Relation, RenderContext, ephemeral_cte_name};
+pub use schedule::{
+    DueRun, EntryState, Schedule, ScheduleOrigin, ScheduleSpec, ScheduleState, Schedules, Trigger,
+};
 pub use select::Selection;

@@ -103,7 +103,7 @@ fn every_broken_file_is_reported_at_once() {
         "models/l.sql:1:4: {% import %} is not supported; a model cannot read other files; make the shared SQL a model (ephemeral if it should not be built) and ref() it",
         "models/m.sql:1:4: unknown config 'frobnicate'; expected one of materialized, unique_key, incremental_strategy, tags, schema, alias, enabled, schedule",
         "models/n.sql:1:4: incremental_strategy 'merge' needs a unique_key",
-        "models/o.sql:1:4: schedule 'sometimes' is not a cron expression (expected 5 to 7 fields like '0 * * * *', or @hourly/@daily/...)",
+        "models/o.sql:1:4: schedule 'sometimes' is not a cron expression (1 field); expected 5 fields like '*/10 * * * *', 6 with seconds first, or @hourly/@daily/@weekly/@monthly/@yearly",
         "models/p.sql:1:18: ref() takes a model name, or the project name and a model name, as strings",
         "models/q.sql:1:1: the model renders to no SQL statement (a model is one SELECT)",
     ];

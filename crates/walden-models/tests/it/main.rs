@@ -7,5 +7,6 @@ mod example;
 mod loading;
 mod manifest;
 mod rendering;
+mod schedule;
 mod selection;
 mod tests_sql;
