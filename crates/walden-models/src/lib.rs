@@ -8,7 +8,10 @@
 //! 3. [`Project::render_with_ephemerals`] (or [`Project::render`]) per model with a
 //!    [`RenderContext`] that resolves relations to lake tables, and
 //!    [`Project::compile_test`] per test;
-//! 4. [`Project::manifest`] — a dbt-shaped `manifest.json`.
+//! 4. [`Project::manifest`] — a dbt-shaped `manifest.json`;
+//! 5. [`Project::docs_site`] — a static documentation site (`walden models docs`);
+//! 6. [`Schedules::new`] / [`Schedules::due`] — which models to build when (the runner
+//!    executes).
 //!
 //! It depends on no other walden crate, no query engine and no runtime.
 
@@ -16,6 +19,7 @@
 
 mod config;
 mod data_tests;
+mod docs;
 mod error;
 mod graph;
 mod manifest;
@@ -32,6 +36,7 @@ pub use config::{
     IncrementalStrategy, Materialized, ModelConfig, Severity, TestConfig, TestOutcome, Threshold,
 };
 pub use data_tests::{DataTest, GenericTest, TestKind};
+pub use docs::{DocsInfo, DocsReport, ModelDocsInfo, SourceDocsInfo};
 pub use error::{Diagnostic, Error, ProjectErrors};
 pub use graph::NodeId;
 pub use project::{

@@ -2,6 +2,7 @@
 //! projects written to temporary folders, and the repository's example project.
 
 mod common;
+mod docs;
 mod errors;
 mod example;
 mod loading;
