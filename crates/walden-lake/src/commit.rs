@@ -12,7 +12,7 @@ use iceberg::spec::{
 };
 use uuid::Uuid;
 
-use crate::catalog::{PointerSwap, Progress};
+use crate::catalog::{CatalogChanges, PointerSwap, Progress};
 use crate::error::IcebergContext;
 use crate::{Lake, LakeError, LakeTable, Result};
 
@@ -65,6 +65,16 @@ impl Lake {
     /// Writes manifests, manifest lists and metadata files for every table, then swaps all
     /// metadata pointers and writes the progress in one catalog transaction.
     pub async fn commit(&self, commit: Commit) -> Result<CommitOutcome> {
+        self.commit_with(commit, CatalogChanges::default()).await
+    }
+
+    /// [`Lake::commit`] plus view and table entries created or removed in the same catalog
+    /// transaction (a model switching between view and table is never both or neither).
+    pub async fn commit_with(
+        &self,
+        commit: Commit,
+        changes: CatalogChanges,
+    ) -> Result<CommitOutcome> {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut swaps = Vec::with_capacity(commit.tables.len());
         let mut prepared = Vec::with_capacity(commit.tables.len());
@@ -79,7 +89,7 @@ impl Lake {
         }
         let store = self.store.clone();
         let progress = commit.progress.clone();
-        tokio::task::spawn_blocking(move || store.commit(&swaps, progress.as_ref()))
+        tokio::task::spawn_blocking(move || store.commit(&swaps, progress.as_ref(), &changes))
             .await
             .map_err(|e| LakeError::Invalid(format!("catalog commit task failed: {e}")))??;
         let tables = prepared

@@ -29,7 +29,7 @@ use iceberg::spec::{
     FormatVersion, SortOrder, TableMetadata, TableMetadataBuilder, UnboundPartitionSpec,
 };
 
-pub use catalog::{CatalogState, Progress};
+pub use catalog::{CatalogChanges, CatalogState, ModelRun, Progress, ViewColumn, ViewDef};
 pub use commit::{Commit, CommitOutcome, TableChange};
 pub use error::{LakeError, Result};
 pub use iceberg::io::FileIO;
@@ -190,6 +190,37 @@ impl Lake {
         .ctx(|| format!("creating metadata for {name}"))?
         .metadata;
         LakeTable::new(name.clone(), Arc::new(metadata), None)
+    }
+
+    /// A new table (fresh metadata: new uuid, schema, no snapshots) that takes the place
+    /// of `existing` when a [`Commit`] containing it succeeds: the catalog pointer moves
+    /// from `existing`'s metadata to the new one, or the commit fails with
+    /// [`LakeError::Conflict`] if `existing` is no longer current. For contents whose
+    /// schema cannot evolve from the old one (a model whose columns changed type); the old
+    /// files stay for readers that hold the old metadata until expiration removes them.
+    pub fn replacement_table(
+        &self,
+        existing: &LakeTable,
+        schema: &TableSchema,
+        properties: HashMap<String, String>,
+    ) -> Result<LakeTable> {
+        let fresh = self.new_table(existing.name(), schema, properties)?;
+        LakeTable::new(
+            existing.name().clone(),
+            fresh.metadata.clone(),
+            existing.metadata_location().map(str::to_string),
+        )
+    }
+
+    /// Appends model run history (`walden.model_runs`).
+    pub fn record_model_runs(&self, runs: &[ModelRun]) -> Result<()> {
+        self.store.record_runs(runs)
+    }
+
+    /// The newest `limit` model runs, newest first; with `keep_since_ms`, older history is
+    /// deleted first.
+    pub fn model_runs(&self, limit: usize, keep_since_ms: Option<i64>) -> Result<Vec<ModelRun>> {
+        self.store.model_runs(limit, keep_since_ms)
     }
 
     /// Replication progress of a stream, as last committed.

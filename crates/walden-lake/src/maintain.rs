@@ -333,7 +333,7 @@ impl Lake {
             new_location: location.clone(),
         };
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.commit(&[swap], None))
+        tokio::task::spawn_blocking(move || store.commit(&[swap], None, &Default::default()))
             .await
             .map_err(|e| LakeError::Invalid(format!("catalog commit task failed: {e}")))??;
         LakeTable::new(table.name().clone(), Arc::new(metadata), Some(location))

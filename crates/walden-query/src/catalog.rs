@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
-use walden_lake::{Lake, LakeTable, Progress, TableName};
+use walden_lake::{Lake, LakeTable, Progress, TableName, ViewDef};
 
 use crate::{LakeTableProvider, Result};
 
@@ -50,9 +50,11 @@ impl TableEntry {
 }
 
 /// The lake as of one catalog read.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CatalogSnapshot {
     pub tables: BTreeMap<TableName, Arc<TableEntry>>,
+    /// Views (`view` models), planned when a query names them.
+    pub views: BTreeMap<TableName, Arc<ViewDef>>,
     pub progress: Vec<Progress>,
     /// When the catalog was read (ms since the epoch).
     pub read_at_ms: i64,
@@ -68,10 +70,36 @@ impl CatalogSnapshot {
         }
     }
 
-    /// Namespace → table names.
+    /// This snapshot with `name` at the metadata file `location` (a table a model build
+    /// just committed), replacing a view of that name: later builds of the same run read
+    /// it while everything else stays as of this snapshot.
+    pub fn with_table(&self, name: TableName, location: String) -> Arc<CatalogSnapshot> {
+        let mut next = self.clone();
+        next.views.remove(&name);
+        next.tables.insert(
+            name.clone(),
+            Arc::new(TableEntry {
+                name,
+                location,
+                table: OnceCell::new(),
+                provider: OnceCell::new(),
+            }),
+        );
+        Arc::new(next)
+    }
+
+    /// This snapshot with the view `def`, replacing a table of that name.
+    pub fn with_view(&self, def: ViewDef) -> Arc<CatalogSnapshot> {
+        let mut next = self.clone();
+        next.tables.remove(&def.name);
+        next.views.insert(def.name.clone(), Arc::new(def));
+        Arc::new(next)
+    }
+
+    /// Namespace → table and view names.
     pub fn namespaces(&self) -> BTreeMap<&str, Vec<&str>> {
         let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for name in self.tables.keys() {
+        for name in self.tables.keys().chain(self.views.keys()) {
             out.entry(name.namespace.as_str())
                 .or_default()
                 .push(name.name.as_str());
@@ -133,6 +161,11 @@ impl LakeCatalog {
         *cache = live;
         Ok(Arc::new(CatalogSnapshot {
             tables,
+            views: state
+                .views
+                .into_iter()
+                .map(|v| (v.name.clone(), Arc::new(v)))
+                .collect(),
             progress: state.progress,
             read_at_ms: chrono::Utc::now().timestamp_millis(),
         }))

@@ -142,6 +142,27 @@ impl PgCatalog {
                 });
             }
         }
+        for (name, def) in &self.snapshot.views {
+            if !self.namespaces.contains(&name.namespace) {
+                continue;
+            }
+            let fields: Vec<Field> = def
+                .columns
+                .iter()
+                .map(|c| {
+                    let ty = c.data_type.parse::<DataType>().unwrap_or(DataType::Utf8);
+                    Field::new(&c.name, ty, c.nullable)
+                })
+                .collect();
+            relations.push(Relation {
+                namespace: name.namespace.clone(),
+                name: name.name.clone(),
+                kind: "v",
+                schema: Arc::new(Schema::new(fields)),
+                comment: def.properties.get("comment").cloned(),
+                docs: def.columns.iter().map(|c| c.doc.clone()).collect(),
+            });
+        }
         for (name, schema) in &self.system {
             relations.push(Relation {
                 namespace: "walden".into(),

@@ -177,12 +177,15 @@ pub enum Protocol {
     Http,
     Mcp,
     Cli,
+    /// A model build or data test (`walden models`, the scheduler).
+    Models,
 }
 
 impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Pgwire => "pgwire",
+            Protocol::Models => "models",
             Protocol::Http => "http",
             Protocol::Mcp => "mcp",
             Protocol::Cli => "cli",

@@ -335,11 +335,25 @@ impl TableProvider for LakeTableProvider {
         Some(self.stats.clone())
     }
 
+    /// Filters go into the Parquet scan as a predicate (row groups and pages pruned by
+    /// their statistics, rows filtered while decoding when the session's
+    /// `parquet.pushdown_filters` is on), and DataFusion still applies them above the scan:
+    /// the pushdown only ever saves work.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<datafusion::logical_expr::TableProviderFilterPushDown>> {
+        Ok(vec![
+            datafusion::logical_expr::TableProviderFilterPushDown::Inexact;
+            filters.len()
+        ])
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let live: Vec<(&PlannedFile, &Arc<Statistics>)> = self
@@ -373,7 +387,13 @@ impl TableProvider for LakeTableProvider {
             slot.0 += f.file_size;
             slot.1.push(pf);
         }
-        let source = Arc::new(ParquetSource::new(self.schema.clone()));
+        let mut source = ParquetSource::new(self.schema.clone())
+            .with_table_parquet_options(state.table_options().parquet.clone());
+        if let Some(predicate) = datafusion::logical_expr::utils::conjunction(filters.to_vec()) {
+            let df_schema = datafusion::common::DFSchema::try_from(self.schema.as_ref().clone())?;
+            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+        }
+        let source = Arc::new(source);
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
             .with_expr_adapter(Some(self.adapter.clone()))
             .with_file_groups(

@@ -166,7 +166,10 @@ impl QueryService {
         audit: Option<AuditLog>,
         options: ServiceOptions,
     ) -> Result<Self> {
-        let config = SessionConfig::new()
+        // `DATAFUSION_*` environment variables tune the engine (e.g.
+        // DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS=true); walden's own settings win.
+        let config = SessionConfig::from_env()
+            .map_err(QueryError::Sql)?
             .with_default_catalog_and_schema(SQL_CATALOG, "public")
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
@@ -273,8 +276,19 @@ impl QueryService {
         protocol: Protocol,
         sql: &str,
     ) -> Result<Prepared> {
+        self.prepare_at(principal, protocol, sql, None).await
+    }
+
+    /// [`QueryService::prepare`] against `snapshot` (a fresh one when `None`).
+    pub async fn prepare_at(
+        &self,
+        principal: &Arc<Principal>,
+        protocol: Protocol,
+        sql: &str,
+        snapshot: Option<Arc<CatalogSnapshot>>,
+    ) -> Result<Prepared> {
         let started = Instant::now();
-        match self.plan(principal, sql).await {
+        match self.plan(principal, sql, snapshot).await {
             Ok(planned) => {
                 let mut params: Vec<(usize, Option<DataType>)> = planned
                     .plan
@@ -319,6 +333,28 @@ impl QueryService {
         params: Option<ParamValues>,
         cancel: Option<Cancel>,
     ) -> Result<Answer> {
+        self.execute_at(principal, protocol, sql, params, cancel, None)
+            .await
+    }
+
+    /// The lake as of now: every table pointer, view and the replication progress from
+    /// one catalog read. Pass it to [`QueryService::execute_at`] to run several queries at
+    /// exactly the same lake state (model builds do).
+    pub fn snapshot(&self) -> Result<Arc<CatalogSnapshot>> {
+        self.inner.catalog.snapshot()
+    }
+
+    /// [`QueryService::execute`] against `snapshot` (a fresh one when `None`): the same
+    /// guard, limits and audit.
+    pub async fn execute_at(
+        &self,
+        principal: &Arc<Principal>,
+        protocol: Protocol,
+        sql: &str,
+        params: Option<ParamValues>,
+        cancel: Option<Cancel>,
+        snapshot: Option<Arc<CatalogSnapshot>>,
+    ) -> Result<Answer> {
         let started = Instant::now();
         let limits = principal.limits().clone();
         let deadline = tokio::time::Instant::now() + limits.timeout;
@@ -331,7 +367,7 @@ impl QueryService {
             }
         };
         let planned = async {
-            let planned = self.plan(principal, sql).await?;
+            let planned = self.plan(principal, sql, snapshot).await?;
             let plan = match params {
                 Some(p) => planned.plan.clone().with_param_values(p)?,
                 None => planned.plan.clone(),
@@ -341,7 +377,9 @@ impl QueryService {
             let physical = planned.state.create_physical_plan(&plan).await?;
             let stream = datafusion::physical_plan::execute_stream(
                 physical,
-                Arc::new(datafusion::execution::TaskContext::from(&planned.state)),
+                Arc::new(datafusion::execution::TaskContext::from(
+                    planned.state.as_ref(),
+                )),
             )?;
             Ok::<_, QueryError>((planned, stream, digest))
         };
@@ -410,7 +448,12 @@ impl QueryService {
     }
 
     /// Parses, plans and checks `sql` against a fresh snapshot.
-    async fn plan(&self, principal: &Arc<Principal>, sql: &str) -> Result<Planned> {
+    async fn plan(
+        &self,
+        principal: &Arc<Principal>,
+        sql: &str,
+        snapshot: Option<Arc<CatalogSnapshot>>,
+    ) -> Result<Planned> {
         let limits = principal.limits();
         if sql.len() > limits.max_query_bytes {
             return Err(QueryError::Refused(format!(
@@ -420,7 +463,10 @@ impl QueryService {
             )));
         }
         let statement = self.parse_one(sql)?;
-        let snapshot = self.inner.catalog.snapshot()?;
+        let snapshot = match snapshot {
+            Some(s) => s,
+            None => self.inner.catalog.snapshot()?,
+        };
         let (state, allowed) = self.state_for(principal, snapshot.clone())?;
         let plan = state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
@@ -454,9 +500,10 @@ impl QueryService {
         &self,
         principal: &Arc<Principal>,
         snapshot: Arc<CatalogSnapshot>,
-    ) -> Result<(SessionState, Allowed)> {
+    ) -> Result<(Arc<SessionState>, Allowed)> {
         let lake = self.inner.catalog.lake().clone();
         let catalog = Arc::new(MemoryCatalogProvider::new());
+        let views = Arc::new(crate::schema::ViewPlanner::default());
         let mut schemas = BTreeSet::new();
         for (namespace, tables) in snapshot.namespaces() {
             if !principal.sees_namespace(namespace) || namespace == "walden" {
@@ -470,6 +517,7 @@ impl QueryService {
                     namespace.to_string(),
                     tables.iter().map(|t| t.to_string()).collect(),
                     principal.clone(),
+                    views.clone(),
                 )),
             )?;
             schemas.insert(namespace.to_string());
@@ -528,6 +576,8 @@ impl QueryService {
         for udf in crate::functions::bounded(&functions, bound) {
             datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(udf))?;
         }
+        let state = Arc::new(state);
+        views.set_session(&state);
         Ok((
             state,
             Allowed {
@@ -650,7 +700,7 @@ fn guard_expression_depth(sql: &str) -> Result<()> {
 }
 
 struct Planned {
-    state: SessionState,
+    state: Arc<SessionState>,
     plan: LogicalPlan,
     snapshot: Arc<CatalogSnapshot>,
 }

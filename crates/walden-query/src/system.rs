@@ -31,7 +31,16 @@ use crate::format_lsn;
 use crate::policy::Principal;
 
 /// The system tables' names.
-pub const SYSTEM_TABLES: &[&str] = &["tables", "columns", "replication_status", "audit_log"];
+pub const SYSTEM_TABLES: &[&str] = &[
+    "tables",
+    "columns",
+    "replication_status",
+    "audit_log",
+    "model_runs",
+];
+
+/// The newest model-run history rows `walden.model_runs` shows.
+const MODEL_RUN_ROWS: usize = 10_000;
 
 /// Rows of `walden.audit_log` a query can read.
 const AUDIT_ROWS: usize = 100_000;
@@ -67,6 +76,14 @@ impl SystemSchema {
             .iter()
             .filter(|(name, _)| self.principal.sees_namespace(&name.namespace))
             .map(|(_, e)| e)
+    }
+
+    fn visible_views(&self) -> impl Iterator<Item = &Arc<walden_lake::ViewDef>> {
+        self.snapshot
+            .views
+            .iter()
+            .filter(|(name, _)| self.principal.sees_namespace(&name.namespace))
+            .map(|(_, v)| v)
     }
 
     async fn tables(&self) -> DfResult<RecordBatch> {
@@ -115,6 +132,23 @@ impl SystemSchema {
                 .collect();
             pk.append_option((!keys.is_empty()).then(|| keys.join(", ")));
             description.append_option(meta.properties().get("comment"));
+        }
+        for def in self.visible_views() {
+            ns.append_value(&def.name.namespace);
+            name.append_value(&def.name.name);
+            kind.append_value("view");
+            rows.append_null();
+            files.append_null();
+            bytes.append_null();
+            snapshot_id.append_null();
+            committed.append_option(
+                def.properties
+                    .get("walden.built_at_ms")
+                    .and_then(|v| v.parse::<i64>().ok()),
+            );
+            lsn.append_option(def.properties.get("walden.as_of_lsn"));
+            pk.append_option(def.properties.get("walden.unique_key"));
+            description.append_option(def.properties.get("comment"));
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(ns.finish()),
@@ -169,6 +203,24 @@ impl SystemSchema {
                 description.append_option(field.doc.as_deref());
             }
         }
+        for def in self.visible_views() {
+            for (i, c) in def.columns.iter().enumerate() {
+                ns.append_value(&def.name.namespace);
+                table_name.append_value(&def.name.name);
+                column.append_value(&c.name);
+                ordinal.append_value(i as i32 + 1);
+                data_type.append_value(
+                    c.data_type
+                        .parse::<DataType>()
+                        .map(|t| sql_type_name(&t))
+                        .unwrap_or_else(|_| c.data_type.clone()),
+                );
+                nullable.append_value(c.nullable);
+                key.append_value(false);
+                masked.append_value(false);
+                description.append_option(c.doc.as_deref());
+            }
+        }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(ns.finish()),
             Arc::new(table_name.finish()),
@@ -209,6 +261,60 @@ impl SystemSchema {
         Ok(RecordBatch::try_new(status_schema(), columns)?)
     }
 
+    /// Model builds and tests, newest first. Messages (which can quote data, e.g. a
+    /// duplicate key) only for principals that may read the audit log.
+    fn model_runs(&self) -> DfResult<RecordBatch> {
+        let runs = self
+            .lake
+            .model_runs(MODEL_RUN_ROWS, None)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let reader = self.principal.audit_reader();
+        let mut run_id = StringBuilder::new();
+        let mut trigger = StringBuilder::new();
+        let mut node = StringBuilder::new();
+        let mut kind = StringBuilder::new();
+        let mut status = StringBuilder::new();
+        let mut detail = StringBuilder::new();
+        let mut started = TimestampMillisecondBuilder::new().with_timezone("UTC");
+        let mut finished = TimestampMillisecondBuilder::new().with_timezone("UTC");
+        let mut duration = Float64Builder::new();
+        let mut rows = Int64Builder::new();
+        let mut lsn = StringBuilder::new();
+        let mut as_of = TimestampMillisecondBuilder::new().with_timezone("UTC");
+        let mut message = StringBuilder::new();
+        for r in &runs {
+            run_id.append_value(&r.run_id);
+            trigger.append_value(&r.trigger);
+            node.append_value(&r.node);
+            kind.append_value(&r.kind);
+            status.append_value(&r.status);
+            detail.append_value(&r.detail);
+            started.append_value(r.started_at_ms);
+            finished.append_value(r.finished_at_ms);
+            duration.append_value((r.finished_at_ms - r.started_at_ms) as f64 / 1e3);
+            rows.append_option(r.rows.map(|v| v as i64));
+            lsn.append_option(r.as_of_lsn.map(format_lsn));
+            as_of.append_option(r.as_of_ms);
+            message.append_option(r.message.as_deref().filter(|_| reader));
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(run_id.finish()),
+            Arc::new(trigger.finish()),
+            Arc::new(node.finish()),
+            Arc::new(kind.finish()),
+            Arc::new(status.finish()),
+            Arc::new(detail.finish()),
+            Arc::new(started.finish()),
+            Arc::new(finished.finish()),
+            Arc::new(duration.finish()),
+            Arc::new(rows.finish()),
+            Arc::new(lsn.finish()),
+            Arc::new(as_of.finish()),
+            Arc::new(message.finish()),
+        ];
+        Ok(RecordBatch::try_new(model_runs_schema(), columns)?)
+    }
+
     fn audit_log(&self) -> DfResult<RecordBatch> {
         match &self.audit {
             None => Ok(RecordBatch::new_empty(audit_schema())),
@@ -247,6 +353,7 @@ impl SchemaProvider for SystemSchema {
             "columns" => self.columns().await?,
             "replication_status" => self.replication_status()?,
             "audit_log" => self.audit_log()?,
+            "model_runs" => self.model_runs()?,
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(MemTable::try_new(
@@ -267,7 +374,26 @@ pub(crate) fn system_schemas() -> Vec<(String, SchemaRef)> {
         ("columns".into(), columns_schema()),
         ("replication_status".into(), status_schema()),
         ("audit_log".into(), crate::audit::audit_schema()),
+        ("model_runs".into(), model_runs_schema()),
     ]
+}
+
+fn model_runs_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("trigger", DataType::Utf8, false),
+        Field::new("node", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("detail", DataType::Utf8, false),
+        Field::new("started_at", utc_ms(), false),
+        Field::new("finished_at", utc_ms(), false),
+        Field::new("seconds", DataType::Float64, false),
+        Field::new("rows", DataType::Int64, true),
+        Field::new("as_of_lsn", DataType::Utf8, true),
+        Field::new("as_of_time", utc_ms(), true),
+        Field::new("message", DataType::Utf8, true),
+    ]))
 }
 
 fn utc_ms() -> DataType {

@@ -154,14 +154,24 @@ impl Default for ServeSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelsSection {
+    /// The models project: the directory with `walden_project.yml` / `dbt_project.yml`,
+    /// or its `models/` folder (relative to the config file).
     #[serde(default = "default_models_path")]
     pub path: PathBuf,
+    /// Variables for `var()`, overriding the project file's `vars:`.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Scheduled builds (see walden.example.toml).
+    #[serde(default)]
+    pub schedules: Vec<walden_models::ScheduleSpec>,
 }
 
 impl Default for ModelsSection {
     fn default() -> Self {
         Self {
             path: default_models_path(),
+            vars: Default::default(),
+            schedules: Vec::new(),
         }
     }
 }
@@ -429,6 +439,9 @@ fn validate(config: &mut Config, base: &Path, file: Option<&Path>) -> Result<()>
         .unwrap_or_else(|| "environment".into());
     if config.lake.warehouse.is_relative() && !base.as_os_str().is_empty() {
         config.lake.warehouse = base.join(&config.lake.warehouse);
+    }
+    if config.models.path.is_relative() && !base.as_os_str().is_empty() {
+        config.models.path = base.join(&config.models.path);
     }
     if config.lake.flush_interval_ms == 0 {
         bail!("invalid configuration ({origin}): key `lake.flush_interval_ms` must be positive");

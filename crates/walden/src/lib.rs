@@ -5,6 +5,7 @@
 #![allow(clippy::print_stderr)]
 
 pub mod config;
+pub mod models;
 pub mod output;
 pub mod progress;
 pub mod quickstart;

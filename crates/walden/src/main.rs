@@ -53,6 +53,11 @@ enum Command {
     },
     /// Replication progress and the lake's tables.
     Status,
+    /// The models project ([models] path): build, test, list, document.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Compare source and lake at one LSN, table by table: row counts and row hashes,
     /// naming the differing keys. Brings the lake to the source's current LSN through the
     /// replication slot first, so `walden replicate` must be stopped. Exit code 0: all
@@ -87,6 +92,63 @@ enum Command {
         /// Seconds of the live phase (workload + streaming); 0 runs until Ctrl-C.
         #[arg(long, default_value_t = 0)]
         duration: u64,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Selection {
+    /// Models to include (dbt syntax: `name`, `+name`, `name+`, `tag:x`, `path:dir`,
+    /// `a,b` for intersection); several values are a union. Default: all.
+    #[arg(short = 's', long = "select", num_args = 1..)]
+    select: Vec<String>,
+    /// Models to leave out (same syntax).
+    #[arg(long, num_args = 1..)]
+    exclude: Vec<String>,
+    /// Variables for `var()` as a JSON object, over the project's and the config's.
+    #[arg(long)]
+    vars: Option<String>,
+}
+
+impl Selection {
+    fn args(self) -> walden::models::SelectArgs {
+        walden::models::SelectArgs {
+            select: self.select,
+            exclude: self.exclude,
+            vars: self.vars,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// Build the selected models in dependency order from one lake snapshot, each with its
+    /// tests; dependents of a failure are skipped. Exit code 1 on any error or failed test.
+    Build {
+        #[command(flatten)]
+        selection: Selection,
+        /// Rebuild incremental models from scratch.
+        #[arg(long)]
+        full_refresh: bool,
+    },
+    /// Run the data tests of the selected models against what is built.
+    Test {
+        #[command(flatten)]
+        selection: Selection,
+    },
+    /// List the selected models (build order) and tests.
+    Ls {
+        #[command(flatten)]
+        selection: Selection,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the documentation site, manifest.json and catalog.json.
+    Docs {
+        /// Output directory.
+        #[arg(long, default_value = "target/walden-docs")]
+        out: PathBuf,
+        #[arg(long)]
+        vars: Option<String>,
     },
 }
 
@@ -165,6 +227,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run => walden::serve::run_all(config).await?,
         Command::Query { sql, format } => walden::run_query(config, &sql, format).await?,
         Command::Status => walden::run_status(config).await?,
+        Command::Models { command } => match command {
+            ModelsCommand::Build {
+                selection,
+                full_refresh,
+            } => {
+                return walden::models::run_build(config, &selection.args(), full_refresh, true)
+                    .await;
+            }
+            ModelsCommand::Test { selection } => {
+                return walden::models::run_build(config, &selection.args(), false, false).await;
+            }
+            ModelsCommand::Ls { selection, json } => {
+                walden::models::run_ls(config, &selection.args(), json)?
+            }
+            ModelsCommand::Docs { out, vars } => {
+                walden::models::run_docs(config, &out, vars.as_deref()).await?
+            }
+        },
         Command::Verify {
             tables,
             max_keys,

@@ -1,0 +1,474 @@
+//! The materializations: what one model's build writes and commits.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
+use arrow::row::{RowConverter, SortField};
+use walden_lake::{
+    CatalogChanges, Commit, DataFileWriter, LakeTable, PositionDeleteWriter, TableChange,
+    ViewColumn, ViewDef, WriterOptions,
+};
+use walden_models::{IncrementalStrategy, Materialized, Model, Project, RenderContext};
+use walden_query::catalog::CatalogSnapshot;
+use walden_query::service::Answer;
+
+use crate::types::{conform, same_columns, table_schema};
+use crate::{BuildError, Builder, as_of_properties, model_table, protocol};
+
+type Built = (Arc<CatalogSnapshot>, Option<u64>);
+
+/// Builds `model` against `snapshot`; returns the snapshot with the model's new version
+/// and the rows written (`None` for views).
+pub(crate) async fn build(
+    builder: &Builder,
+    project: &Project,
+    model: &Model,
+    snapshot: &Arc<CatalogSnapshot>,
+    as_of: (Option<u64>, Option<i64>),
+    full_refresh: bool,
+) -> Result<Built, BuildError> {
+    let name = model_table(model);
+    match model.config.materialized {
+        Materialized::Ephemeral => Ok((snapshot.clone(), None)),
+        Materialized::View => view(builder, project, model, snapshot, as_of).await,
+        Materialized::Table => table(builder, project, model, snapshot, as_of).await,
+        Materialized::Incremental => {
+            if full_refresh || !snapshot.tables.contains_key(&name) {
+                table(builder, project, model, snapshot, as_of).await
+            } else {
+                incremental(builder, project, model, snapshot, as_of).await
+            }
+        }
+    }
+}
+
+fn render(project: &Project, model: &Model, incremental: bool) -> Result<String, BuildError> {
+    let ctx = RenderContext {
+        is_incremental: incremental,
+        resolve: &Builder::resolve,
+    };
+    Ok(project.render_with_ephemerals(&model.name, &ctx)?)
+}
+
+fn query_error(model: &Model, e: walden_query::QueryError) -> BuildError {
+    BuildError::model(model, format!("the query failed: {e}"))
+}
+
+/// Table properties of a model table: its description and what it is.
+fn properties(model: &Model) -> HashMap<String, String> {
+    let mut p = HashMap::from([
+        ("walden.model".to_string(), model.name.clone()),
+        (
+            "walden.materialized".to_string(),
+            model.config.materialized.as_str().to_string(),
+        ),
+    ]);
+    if !model.description.is_empty() {
+        p.insert("comment".into(), model.description.clone());
+    }
+    if !model.config.unique_key.is_empty() {
+        p.insert(
+            "walden.unique_key".into(),
+            model.config.unique_key.join(", "),
+        );
+    }
+    p
+}
+
+async fn view(
+    builder: &Builder,
+    project: &Project,
+    model: &Model,
+    snapshot: &Arc<CatalogSnapshot>,
+    as_of: (Option<u64>, Option<i64>),
+) -> Result<Built, BuildError> {
+    let name = model_table(model);
+    let sql = render(project, model, false)?;
+    // Planned (and guarded) now, as the readers will plan it.
+    let prepared = builder
+        .service
+        .prepare_at(&builder.principal, protocol(), &sql, Some(snapshot.clone()))
+        .await
+        .map_err(|e| query_error(model, e))?;
+    let columns = prepared
+        .schema
+        .fields()
+        .iter()
+        .map(|f| ViewColumn {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+            doc: model
+                .columns
+                .iter()
+                .find(|c| c.name.eq_ignore_ascii_case(f.name()))
+                .map(|c| c.description.clone())
+                .filter(|d| !d.is_empty()),
+        })
+        .collect();
+    let mut props: BTreeMap<String, String> = properties(model).into_iter().collect();
+    props.extend(as_of_properties(as_of));
+    let def = ViewDef {
+        name: name.clone(),
+        sql,
+        columns,
+        properties: props,
+    };
+    let changes = CatalogChanges {
+        put_views: vec![def.clone()],
+        drop_tables: if snapshot.tables.contains_key(&name) {
+            vec![name]
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    };
+    builder.lake.commit_with(Commit::default(), changes).await?;
+    Ok((snapshot.with_view(def), None))
+}
+
+async fn table(
+    builder: &Builder,
+    project: &Project,
+    model: &Model,
+    snapshot: &Arc<CatalogSnapshot>,
+    as_of: (Option<u64>, Option<i64>),
+) -> Result<Built, BuildError> {
+    let name = model_table(model);
+    let sql = render(project, model, false)?;
+    let answer = builder
+        .service
+        .execute_at(
+            &builder.principal,
+            protocol(),
+            &sql,
+            None,
+            None,
+            Some(snapshot.clone()),
+        )
+        .await
+        .map_err(|e| query_error(model, e))?;
+    let schema = table_schema(model, &answer.schema())?;
+    let existing = match snapshot.tables.get(&name) {
+        Some(entry) => Some(
+            entry
+                .table(&builder.lake)
+                .await
+                .map_err(|e| query_error(model, e))?
+                .clone(),
+        ),
+        None => None,
+    };
+    let props = properties(model);
+    let target = match &existing {
+        Some(t)
+            if same_columns(t, &schema)
+                && t.metadata().properties().get("comment") == props.get("comment") =>
+        {
+            t.clone()
+        }
+        Some(t) => builder.lake.replacement_table(t, &schema, props)?,
+        None => builder.lake.new_table(&name, &schema, props)?,
+    };
+    let (files, rows) = write_all(builder, model, &target, answer, None).await?;
+    let mut change = TableChange::new(target);
+    change.data_files = files;
+    change.replace = true;
+    change.summary = as_of_properties(as_of).into_iter().collect();
+    commit(builder, model, snapshot, change)
+        .await
+        .map(|s| (s, Some(rows)))
+}
+
+async fn incremental(
+    builder: &Builder,
+    project: &Project,
+    model: &Model,
+    snapshot: &Arc<CatalogSnapshot>,
+    as_of: (Option<u64>, Option<i64>),
+) -> Result<Built, BuildError> {
+    let name = model_table(model);
+    let existing = snapshot
+        .tables
+        .get(&name)
+        .ok_or_else(|| BuildError::model(model, "its table is gone"))?
+        .table(&builder.lake)
+        .await
+        .map_err(|e| query_error(model, e))?
+        .clone();
+    let keys = &model.config.unique_key;
+    let strategy = match model.config.incremental_strategy {
+        Some(s) => s,
+        None if keys.is_empty() => IncrementalStrategy::Append,
+        None => IncrementalStrategy::Merge,
+    };
+    if strategy == IncrementalStrategy::Merge && keys.is_empty() {
+        return Err(BuildError::model(
+            model,
+            "incremental_strategy 'merge' needs a unique_key (one column or a list) to match \
+             new rows with existing ones",
+        ));
+    }
+    let sql = render(project, model, true)?;
+    let answer = builder
+        .service
+        .execute_at(
+            &builder.principal,
+            protocol(),
+            &sql,
+            None,
+            None,
+            Some(snapshot.clone()),
+        )
+        .await
+        .map_err(|e| query_error(model, e))?;
+    let schema = table_schema(model, &answer.schema())?;
+    let stored: Vec<String> = existing
+        .metadata()
+        .current_schema()
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
+    let now: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
+    let comparable = {
+        // Docs may change without a rebuild; names and types may not.
+        let mut undocumented = schema.clone();
+        for (c, f) in undocumented.columns.iter_mut().zip(
+            existing
+                .metadata()
+                .current_schema()
+                .as_struct()
+                .fields()
+                .iter(),
+        ) {
+            c.doc = f.doc.clone();
+        }
+        same_columns(&existing, &undocumented)
+    };
+    if !comparable {
+        return Err(BuildError::model(
+            model,
+            format!(
+                "the query's columns ({}) differ from its table's ({}) in names or types; \
+                 rebuild it with --full-refresh",
+                now.join(", "),
+                stored.join(", ")
+            ),
+        ));
+    }
+    let key_indices: Vec<usize> = keys
+        .iter()
+        .map(|k| {
+            stored
+                .iter()
+                .position(|s| s == k)
+                .expect("checked by table_schema")
+        })
+        .collect();
+    let mut merge =
+        (strategy == IncrementalStrategy::Merge).then(|| KeySet::new(&existing, &key_indices));
+    let (files, rows) = write_all(builder, model, &existing, answer, merge.as_mut()).await?;
+    let mut change = TableChange::new(existing.clone());
+    change.data_files = files;
+    if let Some(keys) = merge.filter(|k| !k.seen.is_empty()) {
+        let mut deletes = Vec::new();
+        let io = builder.lake.file_io();
+        for file in existing.plan_files(io).await? {
+            let batches = existing
+                .data_file_batches(io, &file.path, &key_indices, None)
+                .await?;
+            let mut position = 0u64;
+            for batch in batches {
+                let batch = batch?;
+                let rows = keys
+                    .converter
+                    .convert_columns(batch.columns())
+                    .map_err(|e| BuildError::model(model, format!("reading keys: {e}")))?;
+                for i in 0..batch.num_rows() {
+                    let pos = position + i as u64;
+                    if keys.seen.contains(rows.row(i).as_ref())
+                        && file.deleted.binary_search(&pos).is_err()
+                    {
+                        deletes.push((file.path.clone(), pos));
+                    }
+                }
+                position += batch.num_rows() as u64;
+            }
+        }
+        if !deletes.is_empty() {
+            deletes.sort();
+            let writer = PositionDeleteWriter::new(io, &existing)?;
+            change.delete_files = vec![writer.write(&deletes).await?];
+        }
+    }
+    change.summary = as_of_properties(as_of).into_iter().collect();
+    commit(builder, model, snapshot, change)
+        .await
+        .map(|s| (s, Some(rows)))
+}
+
+/// The unique keys of the rows a merge writes, to find the rows they replace.
+struct KeySet {
+    converter: RowConverter,
+    seen: HashSet<Box<[u8]>>,
+    indices: Vec<usize>,
+}
+
+impl KeySet {
+    fn new(table: &LakeTable, indices: &[usize]) -> Self {
+        let fields = indices
+            .iter()
+            .map(|&i| SortField::new(table.arrow_schema().field(i).data_type().clone()))
+            .collect();
+        Self {
+            converter: RowConverter::new(fields).expect("key types are plain columns"),
+            seen: HashSet::new(),
+            indices: indices.to_vec(),
+        }
+    }
+
+    /// Adds the keys of `batch` (the table's schema); a key twice is an error.
+    fn add(&mut self, model: &Model, batch: &arrow::array::RecordBatch) -> Result<(), BuildError> {
+        let columns: Vec<_> = self
+            .indices
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
+        for (c, name) in columns.iter().zip(&model.config.unique_key) {
+            if c.null_count() > 0 {
+                return Err(BuildError::model(
+                    model,
+                    format!("the new rows have NULL in unique_key column {name:?}"),
+                ));
+            }
+        }
+        let rows = self
+            .converter
+            .convert_columns(&columns)
+            .map_err(|e| BuildError::model(model, format!("reading keys: {e}")))?;
+        for i in 0..batch.num_rows() {
+            if !self.seen.insert(rows.row(i).as_ref().into()) {
+                let key: Vec<String> = columns
+                    .iter()
+                    .map(|c| {
+                        arrow::util::display::array_value_to_string(c, i)
+                            .unwrap_or_else(|_| "?".into())
+                    })
+                    .collect();
+                return Err(BuildError::model(
+                    model,
+                    format!(
+                        "the new rows hold the unique_key ({}) = ({}) more than once; a merge \
+                         needs one row per key",
+                        model.config.unique_key.join(", "),
+                        key.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Streams the answer into data files of `target`; returns them and the row count.
+async fn write_all(
+    builder: &Builder,
+    model: &Model,
+    target: &LakeTable,
+    mut answer: Answer,
+    mut keys: Option<&mut KeySet>,
+) -> Result<(Vec<iceberg::spec::DataFile>, u64), BuildError> {
+    let mut writer = DataFileWriter::new(builder.lake.file_io(), target, WriterOptions::default());
+    let schema = target.arrow_schema().clone();
+    let mut rows = 0u64;
+    while let Some(batch) = answer.next_batch().await {
+        let batch = batch.map_err(|e| query_error(model, e))?;
+        let batch = conform(&batch, &schema).map_err(|e| BuildError::model(model, e))?;
+        if let Some(keys) = keys.as_deref_mut() {
+            keys.add(model, &batch)?;
+        }
+        rows += batch.num_rows() as u64;
+        writer.write(&batch).await?;
+    }
+    let summary = answer.finish().await;
+    if summary.truncated {
+        return Err(BuildError::model(
+            model,
+            format!(
+                "the result was cut at the build principal's caps ({} rows, {} bytes); raise \
+                 them for model builds",
+                summary.max_rows, summary.max_bytes
+            ),
+        ));
+    }
+    Ok((writer.close().await?, rows))
+}
+
+async fn commit(
+    builder: &Builder,
+    model: &Model,
+    snapshot: &Arc<CatalogSnapshot>,
+    change: TableChange,
+) -> Result<Arc<CatalogSnapshot>, BuildError> {
+    let name = model_table(model);
+    let changes = CatalogChanges {
+        drop_views: if snapshot.views.contains_key(&name) {
+            vec![name.clone()]
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    };
+    let outcome = builder
+        .lake
+        .commit_with(
+            Commit {
+                tables: vec![change],
+                progress: None,
+            },
+            changes,
+        )
+        .await?;
+    let location = outcome
+        .tables
+        .first()
+        .and_then(|t| t.metadata_location())
+        .ok_or_else(|| BuildError::model(model, "the commit returned no table"))?
+        .to_string();
+    Ok(snapshot.with_table(name, location))
+}
+
+/// The first column of the first row of `sql` at `snapshot`, as a count.
+pub(crate) async fn scalar_u64(
+    builder: &Builder,
+    sql: &str,
+    snapshot: &Arc<CatalogSnapshot>,
+) -> Result<u64, walden_query::QueryError> {
+    let mut answer = builder
+        .service
+        .execute_at(
+            &builder.principal,
+            protocol(),
+            sql,
+            None,
+            None,
+            Some(snapshot.clone()),
+        )
+        .await?;
+    let batches = answer.collect().await?;
+    answer.finish().await;
+    let value = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            b.column(0)
+                .as_primitive_opt::<Int64Type>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(0);
+    Ok(value.max(0) as u64)
+}
