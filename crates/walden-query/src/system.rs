@@ -119,11 +119,14 @@ impl SystemSchema {
             bytes.append_option(total("total-files-size").or(snap.map(|_| 0)));
             snapshot_id.append_option(snap.map(|s| s.snapshot_id()));
             committed.append_option(snap.map(|s| s.timestamp_ms()));
+            // Replicated tables record the LSN they are at; model tables the lake LSN
+            // their build read ("as of").
             lsn.append_option(
                 table
                     .snapshot_property("walden.lsn")
                     .and_then(|l| l.parse::<u64>().ok())
-                    .map(format_lsn),
+                    .map(format_lsn)
+                    .or_else(|| table.snapshot_property("walden.as_of_lsn").map(str::to_string)),
             );
             let schema = meta.current_schema();
             let keys: Vec<String> = schema

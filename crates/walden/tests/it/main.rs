@@ -6,6 +6,7 @@ mod compare;
 mod faults;
 mod initial_sync;
 mod maintenance;
+mod models;
 mod preflight;
 mod schema;
 mod serve;
