@@ -21,6 +21,7 @@
 //! statement is audited (protocol `models`).
 
 mod materialize;
+pub mod schedule;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -430,12 +431,15 @@ impl Run<'_> {
             );
             return;
         }
-        let ctx = RenderContext {
-            is_incremental: false,
-            resolve: &Builder::resolve,
+        let compiled = {
+            let ctx = RenderContext {
+                is_incremental: false,
+                resolve: &Builder::resolve,
+            };
+            self.project.compile_test(name, &ctx)
         };
         let counted = async {
-            let sql = self.project.compile_test(name, &ctx)?;
+            let sql = compiled?;
             let count = format!("SELECT count(*) AS failures FROM ({sql}) AS walden_test");
             let rows = materialize::scalar_u64(self.builder, &count, snapshot)
                 .await

@@ -126,7 +126,11 @@ impl SystemSchema {
                     .snapshot_property("walden.lsn")
                     .and_then(|l| l.parse::<u64>().ok())
                     .map(format_lsn)
-                    .or_else(|| table.snapshot_property("walden.as_of_lsn").map(str::to_string)),
+                    .or_else(|| {
+                        table
+                            .snapshot_property("walden.as_of_lsn")
+                            .map(str::to_string)
+                    }),
             );
             let schema = meta.current_schema();
             let keys: Vec<String> = schema

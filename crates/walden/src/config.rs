@@ -164,6 +164,12 @@ pub struct ModelsSection {
     /// Scheduled builds (see walden.example.toml).
     #[serde(default)]
     pub schedules: Vec<walden_models::ScheduleSpec>,
+    /// Run the schedules inside `walden run` and `walden serve`.
+    #[serde(default = "default_true")]
+    pub scheduler: bool,
+    /// How often the scheduler looks at the replication LSN and the project files.
+    #[serde(default = "default_scheduler_poll_ms")]
+    pub scheduler_poll_ms: u64,
 }
 
 impl Default for ModelsSection {
@@ -172,6 +178,8 @@ impl Default for ModelsSection {
             path: default_models_path(),
             vars: Default::default(),
             schedules: Vec::new(),
+            scheduler: true,
+            scheduler_poll_ms: default_scheduler_poll_ms(),
         }
     }
 }
@@ -366,6 +374,12 @@ fn default_audit_retention_days() -> u64 {
 }
 fn default_query_memory_bytes() -> u64 {
     2 << 30
+}
+fn default_true() -> bool {
+    true
+}
+fn default_scheduler_poll_ms() -> u64 {
+    1000
 }
 fn default_models_path() -> PathBuf {
     PathBuf::from("models")

@@ -288,3 +288,36 @@ async fn docs_info(project: &Project, lake: &Lake) -> Result<DocsInfo> {
     }
     Ok(info)
 }
+
+/// Starts the scheduler (inside `walden run` / `walden serve`) when there is a models
+/// project and `[models] scheduler` is on; it stops with `stop`.
+pub fn start_scheduler(
+    config: &Config,
+    lake: Lake,
+    service: walden_query::QueryService,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !config.models.scheduler {
+        return None;
+    }
+    let root = project_root(&config.models.path);
+    let has_project = walden_models::PROJECT_FILES
+        .iter()
+        .any(|f| root.join(f).is_file())
+        || root.join("models").is_dir();
+    if !has_project {
+        return None;
+    }
+    let mut load = LoadOptions::default();
+    load.vars.extend(config.models.vars.clone());
+    let builder = Builder::new(service, lake, Arc::new(Principal::operator()));
+    let scheduler = walden_build::schedule::SchedulerConfig {
+        root,
+        load,
+        specs: config.models.schedules.clone(),
+        poll: std::time::Duration::from_millis(config.models.scheduler_poll_ms.max(100)),
+    };
+    Some(tokio::spawn(walden_build::schedule::run_scheduler(
+        builder, scheduler, stop,
+    )))
+}

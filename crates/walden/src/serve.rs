@@ -163,10 +163,11 @@ pub async fn start_endpoints(
 /// `walden serve`: the endpoints over an existing lake until Ctrl-C / SIGTERM.
 pub async fn run_serve(config: &Config) -> Result<()> {
     let lake = crate::open_existing_lake(config)?;
-    let service = query_service(config, lake)?;
+    let service = query_service(config, lake.clone())?;
     let principals = principals(config)?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     crate::forward_signals(tx);
+    let scheduler = crate::models::start_scheduler(config, lake, service.clone(), rx.clone());
     let endpoints = start_endpoints(config, service, principals, rx).await?;
     println!(
         "serving the lake at {}: postgres://<principal>@{}/walden and http://{}",
@@ -174,7 +175,11 @@ pub async fn run_serve(config: &Config) -> Result<()> {
         endpoints.pg_addr,
         endpoints.http_addr
     );
-    endpoints.wait().await
+    let served = endpoints.wait().await;
+    if let Some(s) = scheduler {
+        let _ = s.await;
+    }
+    served
 }
 
 /// `walden run`: replication and the endpoints in one process. Either failing stops both.
@@ -183,10 +188,11 @@ pub async fn run_all(config: &Config) -> Result<()> {
         bail!("`walden run` replicates: add a [source] section (or use `walden serve`)");
     }
     let lake = walden_lake::Lake::open(&config.lake.warehouse)?;
-    let service = query_service(config, lake)?;
+    let service = query_service(config, lake.clone())?;
     let principals = principals(config)?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     crate::forward_signals(tx.clone());
+    let scheduler = crate::models::start_scheduler(config, lake, service.clone(), rx.clone());
     let endpoints = start_endpoints(config, service, principals, rx.clone()).await?;
     println!(
         "serving at postgres://<principal>@{}/walden and http://{}",
@@ -205,6 +211,9 @@ pub async fn run_all(config: &Config) -> Result<()> {
     // Replication ended (stopped or failed): stop the endpoints too.
     let _ = tx.send(true);
     let served = endpoints.wait().await;
+    if let Some(s) = scheduler {
+        let _ = s.await;
+    }
     replication?;
     served
 }

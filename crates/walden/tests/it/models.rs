@@ -492,6 +492,81 @@ left join {{ ref('int_order_totals') }} t on t.customer_id = c.customer_id",
     assert!(
         refused >= 1,
         "the refusal is audited: {message}\n{:?}",
-        rows(&cfg, "SELECT protocol, outcome, sql FROM walden.audit_log ORDER BY at DESC LIMIT 5").await
+        rows(
+            &cfg,
+            "SELECT protocol, outcome, sql FROM walden.audit_log ORDER BY at DESC LIMIT 5"
+        )
+        .await
     );
+}
+
+/// Schedules inside the server: a 2-second cron entry and a "replication advanced" entry
+/// rebuild their models on time while replication goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scheduler_rebuilds_on_cron_ticks_and_when_replication_advances() {
+    let (_db, url, client) = database("schedule", SETUP).await;
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &url, "tables = [\"public.*\"]");
+    let project_dir = dir.path().join("project");
+    write_project(&project_dir, PROJECT);
+    let cfg = extend_config(
+        dir.path(),
+        &format!(
+            "[models]\npath = \"{}\"\nscheduler_poll_ms = 200\n\n\
+             [[models.schedules]]\nname = \"every-2s\"\nselect = \"dim_customers\"\ncron = \"*/2 * * * * *\"\n\n\
+             [[models.schedules]]\nname = \"on-advance\"\nselect = \"fct_events\"\non_replication_advance = true\n",
+            project_dir.display()
+        ),
+    );
+    catch_up(&cfg).await;
+    let report = build(&cfg, all()).await;
+    assert!(!report.failed(), "{:?}", statuses(&report));
+
+    let lake = walden_lake::Lake::open(&cfg.lake.warehouse).unwrap();
+    let service = walden::serve::query_service(&cfg, lake.clone()).unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let scheduler = walden::models::start_scheduler(&cfg, lake, service, stopped)
+        .expect("the scheduler starts");
+
+    client
+        .batch_execute("INSERT INTO customers VALUES (51, 'customer 51', 'gold')")
+        .await
+        .unwrap();
+    catch_up(&cfg).await;
+    let started = std::time::Instant::now();
+    while number(&cfg, "SELECT count(*) FROM marts.dim_customers").await != 51 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "dim_customers was not rebuilt by its 2-second schedule"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    client
+        .batch_execute(
+            "INSERT INTO events SELECT i, 'late', now() FROM generate_series(301, 320) i",
+        )
+        .await
+        .unwrap();
+    catch_up(&cfg).await;
+    let started = std::time::Instant::now();
+    while number(&cfg, "SELECT count(*) FROM marts.fct_events").await != 320 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "fct_events was not rebuilt when replication advanced"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    stop.send(true).unwrap();
+    scheduler.await.unwrap();
+    let triggers = rows(
+        &cfg,
+        "SELECT DISTINCT node, trigger FROM walden.model_runs WHERE kind = 'model' \
+         AND trigger LIKE 'schedule%' ORDER BY 1, 2",
+    )
+    .await
+    .join("\n");
+    assert!(triggers.contains("dim_customers"), "{triggers}");
+    assert!(triggers.contains("(replication advanced)"), "{triggers}");
+    // Only the scheduled models were rebuilt by the schedules.
+    assert!(!triggers.contains("stg_orders"), "{triggers}");
 }
