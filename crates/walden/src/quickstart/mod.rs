@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use walden_testkit::{LocalPgOptions, LocalPostgres};
 
 use crate::config::Config;
+mod project;
 
 const SCHEMA_SQL: &str = include_str!("shop_schema.sql");
 const DATA_SQL: &str = include_str!("shop_data.sql");
@@ -68,13 +69,13 @@ fn prepare_dir(dir: &Path) -> Result<PathBuf> {
 pub async fn run(dir: &Path, scale: u32, duration: Option<Duration>) -> Result<()> {
     let dir = prepare_dir(dir)?;
     println!("walden quickstart in {}", dir.display());
-    println!("1/5 starting a throwaway PostgreSQL ...");
+    println!("1/6 starting a throwaway PostgreSQL ...");
     let pg = LocalPostgres::start(LocalPgOptions {
         data_dir: Some(dir.join("postgres")),
         settings: Vec::new(),
     })?;
     println!("    listening on 127.0.0.1:{}", pg.port());
-    println!("2/5 generating the demo shop ({scale} orders) ...");
+    println!("2/6 generating the demo shop ({scale} orders) ...");
     let started = std::time::Instant::now();
     load_shop(&pg, "shop", scale).await?;
     println!("    done in {:.1}s", started.elapsed().as_secs_f64());
@@ -87,6 +88,11 @@ pub async fn run(dir: &Path, scale: u32, duration: Option<Duration>) -> Result<(
             "# Written by walden quickstart. The reference is walden.example.toml.\n\
              [source]\nurl = \"{}\"\ntables = [\"public.*\"]\n\n[lake]\nwarehouse = \"lake\"\n\n\
              [serve]\npg_listen = \"{}\"\nhttp_listen = \"{}\"\n\n\
+             [models]\npath = \"project\"\n\n\
+             # The marts rebuild when replication has moved on, at most every 10 s (their\n\
+             # folder's cron schedule in walden_project.yml runs too).\n\
+             [[models.schedules]]\nname = \"marts-live\"\nselect = \"tag:marts\"\n\
+             on_replication_advance = true\nmin_interval_ms = 10000\n\n\
              [[principals]]\nname = \"{QUICKSTART_PRINCIPAL}\"\npassword_file = \"secrets/password\"\n\
              token_file = \"secrets/token\"\nmax_rows = 10000\n",
             pg.url("shop"),
@@ -94,22 +100,30 @@ pub async fn run(dir: &Path, scale: u32, duration: Option<Duration>) -> Result<(
             free_or_any("127.0.0.1:7480"),
         ),
     )?;
+    project::write(&dir.join("project")).context("writing the example models project")?;
     let secrets = Secrets { password, token };
     let loaded = crate::config::load(Some(&config_path))?;
     let config = &loaded.config;
 
-    println!("3/5 checking the source ...");
+    println!("3/6 checking the source ...");
     let report = crate::run_check(config).await?;
     if report.has_errors() {
         crate::print_check(&report);
         bail!("the demo database failed the preflight");
     }
-    println!("4/5 copying into the lake ...");
+    println!("4/6 copying into the lake ...");
     let outcome = crate::run_initial_sync(config, true).await?;
     crate::print_sync(&outcome, &config.lake.warehouse);
 
     let sql = "SELECT status, count(*) AS orders, sum(total) AS revenue \
                FROM public.orders GROUP BY status ORDER BY orders DESC";
+    println!("\n$ walden query \"{sql}\"");
+    crate::run_query(config, sql, crate::output::Format::Table).await?;
+
+    println!("\n5/6 building the example models (project/, walden models build) ...");
+    build_models(config).await?;
+    let sql = "SELECT c.full_name, c.country, c.order_count, c.lifetime_value FROM marts.dim_customers c \
+               ORDER BY c.lifetime_value DESC NULLS LAST LIMIT 5";
     println!("\n$ walden query \"{sql}\"");
     crate::run_query(config, sql, crate::output::Format::Table).await?;
 
@@ -121,16 +135,77 @@ pub async fn run(dir: &Path, scale: u32, duration: Option<Duration>) -> Result<(
         .and_then(|t| t.metadata_location().map(str::to_string))
         .unwrap_or_default();
     let cfg = config_path.display();
+    let dir = dir.display();
     let wh = config.lake.warehouse.display();
     println!(
         "\nThe lake stays in {wh}; the demo PostgreSQL stops now. Next:\n\
          \n  walden --config {cfg} query \"SELECT * FROM public.customers LIMIT 5\"\
          \n  walden --config {cfg} status\
+         \n  walden --config {cfg} models build     (the models in {dir}/project; models ls|test|docs)\
          \n  walden --config {cfg} serve     (the endpoints again, same credentials in secrets/)\
          \n\nOther engines read the same tables:\
          \n  pyiceberg: SqlCatalog(\"walden\", uri=\"sqlite:///{wh}/catalog.db\", warehouse=\"file://{wh}\").load_table(\"public.orders\")\
          \n  DuckDB:    SELECT count(*) FROM iceberg_scan('{orders}')\n"
     );
+    Ok(())
+}
+
+/// Builds every model and test of the example project once, with a one-line summary per
+/// layer.
+async fn build_models(config: &Config) -> Result<()> {
+    let project = crate::models::load_project(config, None)?;
+    let builder = crate::models::builder(config)?;
+    let options = walden_build::BuildOptions {
+        models: true,
+        tests: true,
+        trigger: "quickstart".into(),
+        ..Default::default()
+    };
+    let report = builder.run(&project, &options, &|_| {}).await?;
+    let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+    for r in &report.results {
+        if matches!(r.node, walden_models::NodeId::Model(_)) {
+            *kinds.entry(r.detail.as_str()).or_default() += 1;
+        }
+    }
+    let tests = report
+        .results
+        .iter()
+        .filter(|r| matches!(r.node, walden_models::NodeId::Test(_)))
+        .count();
+    println!(
+        "    {} in {:.1}s as of lake LSN {}; {tests} data tests: {} passed, {} warned, {} failed",
+        kinds
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        report.duration.as_secs_f64(),
+        report
+            .as_of
+            .0
+            .map(walden_query::format_lsn)
+            .unwrap_or_else(|| "-".into()),
+        report
+            .results
+            .iter()
+            .filter(|r| matches!(r.node, walden_models::NodeId::Test(_))
+                && r.status == walden_build::Status::Success)
+            .count(),
+        report.count(walden_build::Status::Warn),
+        report.count(walden_build::Status::Fail),
+    );
+    for r in &report.results {
+        if matches!(
+            r.status,
+            walden_build::Status::Error | walden_build::Status::Fail
+        ) {
+            println!("    {}: {}", r.name(), r.message.as_deref().unwrap_or(""));
+        }
+    }
+    if report.failed() {
+        bail!("the example models did not build; see above");
+    }
     Ok(())
 }
 
@@ -143,7 +218,7 @@ async fn live(
     secrets: &Secrets,
 ) -> Result<()> {
     println!(
-        "\n5/5 live: a workload places, pays, ships and cancels orders; walden streams it into \
+        "\n6/6 live: a workload places, pays, ships and cancels orders; walden streams it into \
          the lake ({}).",
         match duration {
             Some(d) => format!("for {} s", d.as_secs()),
@@ -193,6 +268,12 @@ async fn live(
 
     let service =
         crate::serve::query_service(config, walden_lake::Lake::open(&config.lake.warehouse)?)?;
+    let scheduler = crate::models::start_scheduler(
+        config,
+        walden_lake::Lake::open(&config.lake.warehouse)?,
+        service.clone(),
+        stop.clone(),
+    );
     let endpoints = crate::serve::start_endpoints(
         config,
         service,
@@ -232,8 +313,18 @@ async fn live(
             .await
             .map(|batches| order_counts(&batches))
             .unwrap_or_default();
+        let marts = engine
+            .sql("SELECT max(lsn) AS lsn FROM walden.tables WHERE namespace = 'marts'")
+            .await
+            .ok()
+            .and_then(|b| {
+                let b = b.first()?;
+                arrow::util::display::array_value_to_string(b.column(0), 0).ok()
+            })
+            .unwrap_or_default();
         println!(
-            "  [{:>4}s] lake at {} ({} bytes of WAL behind, committed {:.1} s ago) · orders: {counts}",
+            "  [{:>4}s] lake at {} ({} bytes of WAL behind, committed {:.1} s ago), marts as of \
+             {marts} · orders: {counts}",
             started.elapsed().as_secs(),
             walden_pg::format_lsn(progress.lsn),
             behind,
@@ -243,6 +334,9 @@ async fn live(
     let ticks = workload.await.unwrap_or(0);
     let _ = tx.send(true);
     endpoints.wait().await?;
+    if let Some(s) = scheduler {
+        let _ = s.await;
+    }
     replicator.await.context("the replicator task failed")??;
     println!("  {ticks} workload transactions ran; the lake holds every one that was acknowledged");
     Ok(())
