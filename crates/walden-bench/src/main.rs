@@ -11,6 +11,8 @@
 //! - `memory`: peak memory and row-index size of streaming into a table of millions of
 //!   rows (the index covers every live row), with the source's own primary-key index as
 //!   the reference;
+//! - `models`: an incremental model build after 1% new rows against a full rebuild of the
+//!   same model, and a full build of the example project on the quickstart's shop;
 //! - `tpch`: the 22 TPC-H queries on walden's query engine over a lake replicated from
 //!   Postgres, against Postgres itself and DuckDB over Parquet files of the same data.
 //!
@@ -30,6 +32,7 @@ use walden_testkit::{LocalPgOptions, LocalPostgres};
 mod bigtxn;
 mod freshness;
 mod memory;
+mod models;
 mod tpch;
 
 #[derive(Parser)]
@@ -44,6 +47,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Incremental model build after 1% new rows vs a full rebuild; the example project's
+    /// full build on the quickstart shop.
+    Models {
+        /// Rows in the source table of the incremental model.
+        #[arg(long, default_value_t = 2_000_000)]
+        rows: u64,
+        /// Runs of each; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Orders in the quickstart shop for the example project's build.
+        #[arg(long, default_value_t = 100_000)]
+        quickstart_scale: u32,
+        #[arg(long)]
+        walden: Option<PathBuf>,
+    },
     /// Initial copy of one table vs COPY (FORMAT binary) to /dev/null.
     InitialCopy {
         /// Rows in the table.
@@ -268,6 +286,22 @@ fn main() -> Result<()> {
         } => {
             let walden = walden_binary(walden)?;
             rt.block_on(memory::run(rows, changes, key, runs.max(1), &walden))
+        }
+        Bench::Models {
+            rows,
+            runs,
+            quickstart_scale,
+            walden,
+        } => {
+            let walden = walden_binary(walden)?;
+            rt.block_on(models::run(
+                &models::Options {
+                    rows,
+                    runs: runs.max(1),
+                    quickstart_scale,
+                },
+                &walden,
+            ))
         }
         Bench::Tpch {
             scale,

@@ -275,6 +275,19 @@ impl Run<'_> {
                 _ => later.push(name.as_str()),
             }
         }
+        if self.options.tests {
+            // The selected sources and those the selected models read.
+            let mut sources: BTreeSet<(String, String)> =
+                selection.sources.iter().cloned().collect();
+            for name in &selection.models {
+                if let Ok(model) = self.project.model(name) {
+                    sources.extend(model.sources.iter().cloned());
+                }
+            }
+            for (source, table) in &sources {
+                self.freshness(source, table, snapshot).await;
+            }
+        }
         if self.options.models {
             for name in &selection.models {
                 let model = self.project.model(name)?;
@@ -325,7 +338,8 @@ impl Run<'_> {
         (self.on_node)(&result);
         let kind = match result.node {
             NodeId::Test(_) => "test",
-            _ => "model",
+            NodeId::Source(..) => "source",
+            NodeId::Model(_) => "model",
         };
         metrics::counter!("walden_model_nodes_total", "kind" => kind, "status" => result.status.as_str())
             .increment(1);
@@ -407,6 +421,90 @@ impl Run<'_> {
             }
         };
         self.record(result, started_at_ms);
+    }
+
+    /// A source table's freshness: the age of its newest `loaded_at_field` value, or
+    /// without one the age of the lake state the run reads (how far replication is
+    /// behind), against `warn_after` / `error_after`. Models are not blocked by it.
+    async fn freshness(&mut self, source: &str, table: &str, snapshot: &Arc<CatalogSnapshot>) {
+        let Some(t) = self.project.source(source, table) else {
+            return;
+        };
+        let Some(freshness) = t.freshness.clone() else {
+            return;
+        };
+        if freshness.warn_after.is_none() && freshness.error_after.is_none() {
+            return;
+        }
+        let started = Instant::now();
+        let started_at_ms = chrono::Utc::now().timestamp_millis();
+        let now_s = started_at_ms / 1000;
+        let relation = walden_models::Relation::Source {
+            source: source.to_string(),
+            table: table.to_string(),
+            namespace: t.namespace.clone(),
+            identifier: t.identifier.clone(),
+        };
+        let age: Result<Option<i64>, String> = match &t.loaded_at_field {
+            Some(field) => {
+                let filter = freshness
+                    .filter
+                    .as_ref()
+                    .map(|f| format!(" WHERE {f}"))
+                    .unwrap_or_default();
+                let sql = format!(
+                    "SELECT CAST(to_unixtime(max({field})) AS BIGINT) AS newest FROM {}{filter}",
+                    relation.quoted()
+                );
+                materialize::scalar_opt_i64(self.builder, &sql, snapshot)
+                    .await
+                    .map(|v| v.map(|newest| now_s - newest))
+                    .map_err(|e| e.to_string())
+            }
+            None => Ok(self.as_of.1.map(|ms| now_s - ms / 1000)),
+        };
+        let bound = |b: &Option<walden_models::FreshnessBound>| b.map(|b| b.seconds() as i64);
+        let basis = match &t.loaded_at_field {
+            Some(f) => format!("newest {f}"),
+            None => "the lake's last replication commit".to_string(),
+        };
+        let (status, message) = match age {
+            Err(e) => (
+                Status::Error,
+                Some(format!("freshness of {source}.{table}: {e}")),
+            ),
+            Ok(None) => (
+                Status::Warn,
+                Some(format!(
+                    "{source}.{table} has no rows to judge freshness by ({basis})"
+                )),
+            ),
+            Ok(Some(age)) => {
+                let said = format!("{basis} is {age} s old");
+                match (bound(&freshness.error_after), bound(&freshness.warn_after)) {
+                    (Some(e), _) if age > e => (
+                        Status::Error,
+                        Some(format!("{said}, over error_after ({e} s)")),
+                    ),
+                    (_, Some(w)) if age > w => (
+                        Status::Warn,
+                        Some(format!("{said}, over warn_after ({w} s)")),
+                    ),
+                    _ => (Status::Success, Some(said)),
+                }
+            }
+        };
+        self.record(
+            NodeResult {
+                node: NodeId::Source(source.to_string(), table.to_string()),
+                status,
+                detail: "freshness".into(),
+                rows: None,
+                duration: started.elapsed(),
+                message,
+            },
+            started_at_ms,
+        );
     }
 
     async fn test(&mut self, name: &str, snapshot: &Arc<CatalogSnapshot>, model: Option<&str>) {

@@ -472,3 +472,29 @@ pub(crate) async fn scalar_u64(
         .unwrap_or(0);
     Ok(value.max(0) as u64)
 }
+
+/// The first column of the first row of `sql` at `snapshot` (NULL: `None`).
+pub(crate) async fn scalar_opt_i64(
+    builder: &Builder,
+    sql: &str,
+    snapshot: &Arc<CatalogSnapshot>,
+) -> Result<Option<i64>, walden_query::QueryError> {
+    let mut answer = builder
+        .service
+        .execute_at(
+            &builder.principal,
+            protocol(),
+            sql,
+            None,
+            None,
+            Some(snapshot.clone()),
+        )
+        .await?;
+    let batches = answer.collect().await?;
+    answer.finish().await;
+    Ok(batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| b.column(0).as_primitive_opt::<Int64Type>())
+        .and_then(|a| (!a.is_null(0)).then(|| a.value(0))))
+}
