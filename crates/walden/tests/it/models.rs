@@ -582,3 +582,81 @@ async fn the_scheduler_rebuilds_on_cron_ticks_and_when_replication_advances() {
     // Only the scheduled models were rebuilt by the schedules.
     assert!(!triggers.contains("stg_orders"), "{triggers}");
 }
+
+/// A broken project never touches the lake: `walden models build` exits non-zero naming
+/// every broken file with its line, and the models built before stay served.
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_projects_are_named_by_file_and_line_and_change_nothing() {
+    let (_db, url, _client) = database("badmodels", SETUP).await;
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &url, "tables = [\"public.*\"]");
+    let project_dir = dir.path().join("project");
+    write_project(&project_dir, PROJECT);
+    let cfg = extend_config(
+        dir.path(),
+        &format!("[models]\npath = \"{}\"\n", project_dir.display()),
+    );
+    catch_up(&cfg).await;
+    let cfg_path = dir.path().join("walden.toml");
+    let cfg_arg = cfg_path.to_str().unwrap();
+    let (ok, out, err) = crate::walden(&["--config", cfg_arg, "models", "build"], &[]);
+    assert!(ok, "{out}\n{err}");
+    let before = rows(
+        &cfg,
+        "SELECT * FROM marts.dim_customers ORDER BY customer_id",
+    )
+    .await;
+
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "models/marts/dim_customers.sql",
+            "select *\nfrom {{ ref('stg_customers' }}",
+            "models/marts/dim_customers.sql:2:",
+        ),
+        (
+            "models/marts/dim_customers.sql",
+            "select *\n from {{ ref('stg_customer') }}",
+            "models/marts/dim_customers.sql:2:",
+        ),
+        (
+            "models/marts/_marts.yml",
+            "version: 2\nmodels:\n  - name: dim_customers\n    columns: [\n",
+            "models/marts/_marts.yml:",
+        ),
+        (
+            "models/staging/stg_customers.sql",
+            "select * from {{ ref('customer_report') }}",
+            "->",
+        ),
+    ];
+    for (file, text, says) in cases {
+        let original = std::fs::read_to_string(project_dir.join(file)).unwrap();
+        std::fs::write(project_dir.join(file), text).unwrap();
+        let (ok, out, err) = crate::walden(&["--config", cfg_arg, "models", "build"], &[]);
+        assert!(!ok, "{file}: the build succeeded\n{out}");
+        assert!(err.contains(says), "{file}: {says:?} not in\n{err}");
+        let (ok, _, err) = crate::walden(&["--config", cfg_arg, "models", "ls"], &[]);
+        assert!(!ok && err.contains(says), "ls: {err}");
+        std::fs::write(project_dir.join(file), original).unwrap();
+        assert_eq!(
+            rows(
+                &cfg,
+                "SELECT * FROM marts.dim_customers ORDER BY customer_id"
+            )
+            .await,
+            before,
+            "{file}: the previous version is still served"
+        );
+    }
+    // A failing test: exit code 1, the run recorded.
+    write_project(
+        &project_dir,
+        &[(
+            "tests/no_customers.sql",
+            "select * from {{ ref('dim_customers') }} where customer_id > 0",
+        )],
+    );
+    let (ok, out, _) = crate::walden(&["--config", cfg_arg, "models", "test"], &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAIL  test no_customers"), "{out}");
+}
