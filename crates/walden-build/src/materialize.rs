@@ -56,8 +56,10 @@ fn query_error(model: &Model, e: walden_query::QueryError) -> BuildError {
     BuildError::model(model, format!("the query failed: {e}"))
 }
 
-/// Table properties of a model table: its description and what it is.
-fn properties(model: &Model) -> HashMap<String, String> {
+/// Table properties of a model table: its description, what it is and what it is built
+/// from (`walden.depends_on`: the lake relations it reads, ephemeral models resolved to
+/// theirs).
+fn properties(project: &Project, model: &Model) -> HashMap<String, String> {
     let mut p = HashMap::from([
         ("walden.model".to_string(), model.name.clone()),
         (
@@ -72,6 +74,33 @@ fn properties(model: &Model) -> HashMap<String, String> {
         p.insert(
             "walden.unique_key".into(),
             model.config.unique_key.join(", "),
+        );
+    }
+    let mut from = std::collections::BTreeSet::new();
+    let mut stack = model.depends_on();
+    while let Some(node) = stack.pop() {
+        match node {
+            walden_models::NodeId::Model(m) => {
+                if let Ok(dep) = project.model(&m) {
+                    if dep.is_ephemeral() {
+                        stack.extend(dep.depends_on());
+                    } else {
+                        from.insert(format!("{}.{}", dep.namespace, dep.identifier()));
+                    }
+                }
+            }
+            walden_models::NodeId::Source(s, t) => {
+                if let Some(src) = project.source(&s, &t) {
+                    from.insert(format!("{}.{}", src.namespace, src.identifier));
+                }
+            }
+            walden_models::NodeId::Test(_) => {}
+        }
+    }
+    if !from.is_empty() {
+        p.insert(
+            "walden.depends_on".into(),
+            from.into_iter().collect::<Vec<_>>().join(", "),
         );
     }
     p
@@ -108,7 +137,7 @@ async fn view(
                 .filter(|d| !d.is_empty()),
         })
         .collect();
-    let mut props: BTreeMap<String, String> = properties(model).into_iter().collect();
+    let mut props: BTreeMap<String, String> = properties(project, model).into_iter().collect();
     props.extend(as_of_properties(as_of));
     let def = ViewDef {
         name: name.clone(),
@@ -161,11 +190,20 @@ async fn table(
         ),
         None => None,
     };
-    let props = properties(model);
+    let props = properties(project, model);
     let target = match &existing {
+        // Same columns and properties: a new version of the same table; otherwise fresh
+        // metadata (Iceberg properties change only with a metadata rewrite).
         Some(t)
             if same_columns(t, &schema)
-                && t.metadata().properties().get("comment") == props.get("comment") =>
+                && props
+                    .iter()
+                    .all(|(k, v)| t.metadata().properties().get(k) == Some(v))
+                && t.metadata()
+                    .properties()
+                    .keys()
+                    .filter(|k| k.starts_with("walden.") || *k == "comment")
+                    .all(|k| props.contains_key(k)) =>
         {
             t.clone()
         }

@@ -99,9 +99,13 @@ impl SystemSchema {
         let mut lsn = StringBuilder::new();
         let mut pk = StringBuilder::new();
         let mut description = StringBuilder::new();
+        let mut model = StringBuilder::new();
+        let mut built_from = StringBuilder::new();
         for entry in self.visible() {
             let table = entry.table(&self.lake).await.map_err(external)?;
             let meta = table.metadata();
+            model.append_option(meta.properties().get("walden.model"));
+            built_from.append_option(meta.properties().get("walden.depends_on"));
             ns.append_value(&entry.name().namespace);
             name.append_value(&entry.name().name);
             kind.append_value("table");
@@ -156,6 +160,8 @@ impl SystemSchema {
             lsn.append_option(def.properties.get("walden.as_of_lsn"));
             pk.append_option(def.properties.get("walden.unique_key"));
             description.append_option(def.properties.get("comment"));
+            model.append_option(def.properties.get("walden.model"));
+            built_from.append_option(def.properties.get("walden.depends_on"));
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(ns.finish()),
@@ -169,6 +175,8 @@ impl SystemSchema {
             Arc::new(lsn.finish()),
             Arc::new(pk.finish()),
             Arc::new(description.finish()),
+            Arc::new(model.finish()),
+            Arc::new(built_from.finish()),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
@@ -420,6 +428,8 @@ fn tables_schema() -> SchemaRef {
         Field::new("lsn", DataType::Utf8, true),
         Field::new("primary_key", DataType::Utf8, true),
         Field::new("description", DataType::Utf8, true),
+        Field::new("model", DataType::Utf8, true),
+        Field::new("built_from", DataType::Utf8, true),
     ]))
 }
 
