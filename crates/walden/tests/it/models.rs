@@ -606,6 +606,37 @@ async fn broken_projects_are_named_by_file_and_line_and_change_nothing() {
         "SELECT * FROM marts.dim_customers ORDER BY customer_id",
     )
     .await;
+    // The docs site knows what the lake holds: types, as-of, last run.
+    let docs = dir.path().join("docs");
+    let (ok, out, err) = crate::walden(
+        &[
+            "--config",
+            cfg_arg,
+            "models",
+            "docs",
+            "--out",
+            docs.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{out}\n{err}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(docs.join("manifest.json")).unwrap())
+            .unwrap();
+    assert!(manifest["nodes"]["model.shop.dim_customers"].is_object());
+    let page = std::fs::read_to_string(docs.join("models/dim_customers.html")).unwrap();
+    assert!(
+        page.contains("Customers with their order totals."),
+        "{page}"
+    );
+    assert!(page.contains("success"), "the last run's status is shown");
+    let lsn = rows(
+        &cfg,
+        "SELECT lsn FROM walden.tables WHERE name = 'dim_customers'",
+    )
+    .await;
+    let lsn = lsn[3].trim_matches(|c| c == '|' || c == ' ').to_string();
+    assert!(page.contains(&lsn), "as of {lsn}");
 
     let cases: &[(&str, &str, &str)] = &[
         (
