@@ -51,7 +51,7 @@ enum Bench {
     /// full build on the quickstart shop.
     Models {
         /// Rows in the source table of the incremental model.
-        #[arg(long, default_value_t = 2_000_000)]
+        #[arg(long, default_value_t = 10_000_000)]
         rows: u64,
         /// Runs of each; medians are reported.
         #[arg(long, default_value_t = 3)]

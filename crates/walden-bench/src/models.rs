@@ -1,7 +1,7 @@
 //! `walden-bench models`: model builds with the real `walden` binary.
 //!
-//! 1. Incremental against full: an incremental `merge` model over a replicated table of
-//!    `--rows` rows; each run adds 1% new rows (and updates 0.1%) at the source, catches the
+//! 1. Incremental against full: incremental models (`merge` on `id`, and `append`) over a
+//!    replicated table of `--rows` rows joined with a 10k-row customer dimension; each run adds 1% new rows (and updates 0.1%) at the source, catches the
 //!    lake up, times `walden models build -s fct_events` (incremental) and then
 //!    `--full-refresh` of the same model at the same lake state. The ratio of medians is the
 //!    speedup (target ≥ 5×).
@@ -28,22 +28,35 @@ const PROJECT: &[(&str, &str)] = &[
     (
         "models/marts/fct_events.sql",
         "{{ config(materialized='incremental', unique_key='id', incremental_strategy='merge') }}
-select e.id, e.customer_id, e.kind, e.amount, e.amount * 1.2 as gross,
-       e.customer_id % 100 as bucket, upper(e.kind) as kind_upper, e.updated_at
+select e.id, e.customer_id, c.segment, c.country, e.kind, e.amount, e.amount * 1.2 as gross,
+       upper(e.kind) as kind_upper, e.updated_at
 from {{ source('app', 'events') }} e
+join {{ source('app', 'customers') }} c on c.id = e.customer_id
 {% if is_incremental() %}
 where e.updated_at > (select max(updated_at) from {{ this }})
 {% endif %}",
     ),
     (
+        "models/marts/fct_events_append.sql",
+        "{{ config(materialized='incremental', incremental_strategy='append') }}
+select e.id, e.customer_id, c.segment, c.country, e.kind, e.amount, e.amount * 1.2 as gross,
+       upper(e.kind) as kind_upper, e.updated_at
+from {{ source('app', 'events') }} e
+join {{ source('app', 'customers') }} c on c.id = e.customer_id
+{% if is_incremental() %}
+where e.id > (select max(id) from {{ this }})
+{% endif %}",
+    ),
+    (
         "models/marts/_sources.yml",
-        "version: 2\nsources:\n  - name: app\n    schema: public\n    tables:\n      - name: events\n",
+        "version: 2\nsources:\n  - name: app\n    schema: public\n    tables:\n      - name: events\n      - name: customers\n",
     ),
 ];
 
-fn build(walden: &Path, cfg: &str, extra: &[&str]) -> Result<f64> {
+fn build(walden: &Path, cfg: &str, models: &[&str], extra: &[&str]) -> Result<f64> {
     let t = Instant::now();
-    let mut args = vec!["--config", cfg, "models", "build", "-s", "fct_events"];
+    let mut args = vec!["--config", cfg, "models", "build", "-s"];
+    args.extend_from_slice(models);
     args.extend_from_slice(extra);
     let out = Command::new(walden).args(&args).output()?;
     if !out.status.success() {
@@ -64,15 +77,18 @@ pub(crate) async fn run(opts: &Options, walden: &Path) -> Result<()> {
     eprintln!("loading {} rows ...", opts.rows);
     client
         .batch_execute(&format!(
-            "CREATE TABLE events (id bigint PRIMARY KEY, customer_id int NOT NULL, kind text NOT NULL,
+            "CREATE TABLE customers (id int PRIMARY KEY, segment text NOT NULL, country text NOT NULL);
+             INSERT INTO customers SELECT i, 'segment ' || (i % 13), 'country ' || (i % 41)
+               FROM generate_series(0, 10006) i;
+             CREATE TABLE events (id bigint PRIMARY KEY, customer_id int NOT NULL, kind text NOT NULL,
                                   amount numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL);
              INSERT INTO events SELECT i, i % 10007, 'kind' || (i % 7), (i % 1000) * 0.37,
                     '2026-01-01'::timestamptz + i * interval '1 millisecond'
-               FROM generate_series(1, {}) i;
-             VACUUM ANALYZE events;",
+               FROM generate_series(1, {}) i;",
             opts.rows
         ))
         .await?;
+    client.batch_execute("VACUUM ANALYZE events").await?;
     let dir = tempfile_dir()?;
     for (path, text) in PROJECT {
         let p = dir.join("project").join(path);
@@ -93,14 +109,15 @@ pub(crate) async fn run(opts: &Options, walden: &Path) -> Result<()> {
     )?;
     let cfg_arg = cfg.to_str().context("utf-8 path")?;
     catch_up(walden, cfg_arg)?;
-    let first = build(walden, cfg_arg, &[])?;
+    let first = build(walden, cfg_arg, &["fct_events", "fct_events_append"], &[])?;
     eprintln!(
-        "first build of fct_events ({} rows): {first:.2}s",
+        "first build of both models ({} rows): {first:.2}s",
         opts.rows
     );
     let step = (opts.rows / 100).max(1);
     let mut next_id = opts.rows + 1;
     let (mut incremental, mut full) = (Vec::new(), Vec::new());
+    let (mut appended, mut full_append) = (Vec::new(), Vec::new());
     for run in 0..opts.runs {
         client
             .batch_execute(&format!(
@@ -113,13 +130,21 @@ pub(crate) async fn run(opts: &Options, walden: &Path) -> Result<()> {
             .await?;
         next_id += step;
         catch_up(walden, cfg_arg)?;
-        let i = build(walden, cfg_arg, &[])?;
-        let f = build(walden, cfg_arg, &["--full-refresh"])?;
-        eprintln!("run {run}: incremental {i:.2}s, full rebuild {f:.2}s");
+        let i = build(walden, cfg_arg, &["fct_events"], &[])?;
+        let f = build(walden, cfg_arg, &["fct_events"], &["--full-refresh"])?;
+        let a = build(walden, cfg_arg, &["fct_events_append"], &[])?;
+        let fa = build(walden, cfg_arg, &["fct_events_append"], &["--full-refresh"])?;
+        eprintln!(
+            "run {run}: merge: incremental {i:.2}s, full rebuild {f:.2}s; append: incremental \
+             {a:.2}s, full rebuild {fa:.2}s"
+        );
         incremental.push(i);
         full.push(f);
+        appended.push(a);
+        full_append.push(fa);
     }
     let (mi, mf) = (median(incremental.clone()), median(full.clone()));
+    let (ma, mfa) = (median(appended.clone()), median(full_append.clone()));
     // Both ways end with the same rows.
     let rows_after: i64 = client
         .query_one("SELECT count(*) FROM events", &[])
@@ -172,13 +197,20 @@ pub(crate) async fn run(opts: &Options, walden: &Path) -> Result<()> {
          | measurement | median s | runs |\n|---|---|---|\n\
          | incremental build of fct_events after +1% rows (+0.1% updated) | {mi:.2} | {} |\n\
          | full rebuild of fct_events at the same state ({rows_after} rows) | {mf:.2} | {} |\n\
-         | **full / incremental** | **{:.1}×** | target ≥ 5× ({}) |\n\
+         | **full / incremental (merge)** | **{:.1}×** | target ≥ 5× ({}) |\n\
+         | incremental build of fct_events_append (append, +1% rows) | {ma:.2} | {} |\n\
+         | full rebuild of fct_events_append | {mfa:.2} | {} |\n\
+         | **full / incremental (append)** | **{:.1}×** | target ≥ 5× ({}) |\n\
          | full build of the example project (11 models, 38 tests) on the quickstart shop, {} orders | {me:.2} | {} |",
         opts.runs,
         fmt(&incremental),
         fmt(&full),
         mf / mi,
         if mf / mi >= 5.0 { "met" } else { "not met" },
+        fmt(&appended),
+        fmt(&full_append),
+        mfa / ma,
+        if mfa / ma >= 5.0 { "met" } else { "not met" },
         opts.quickstart_scale,
         fmt(&example),
     );

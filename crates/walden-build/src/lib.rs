@@ -147,11 +147,14 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Any model or test errored or failed (warnings do not count).
+    /// Any model or test errored or failed. Warnings do not count, nor do source
+    /// freshness results: a stale source is reported (and recorded in
+    /// `walden.model_runs`) but the models built from it are as fresh as it allows.
     pub fn failed(&self) -> bool {
-        self.results
-            .iter()
-            .any(|r| matches!(r.status, Status::Error | Status::Fail))
+        self.results.iter().any(|r| {
+            matches!(r.status, Status::Error | Status::Fail)
+                && !matches!(r.node, NodeId::Source(..))
+        })
     }
 
     pub fn count(&self, status: Status) -> usize {

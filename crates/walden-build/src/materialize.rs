@@ -312,9 +312,10 @@ async fn incremental(
     let (files, rows) = write_all(builder, model, &existing, answer, merge.as_mut()).await?;
     let mut change = TableChange::new(existing.clone());
     change.data_files = files;
-    if let Some(keys) = merge.filter(|k| !k.seen.is_empty()) {
+    if let Some(keys) = merge.filter(|k| !k.is_empty()) {
         let mut deletes = Vec::new();
         let io = builder.lake.file_io();
+        let mut hits = Vec::new();
         for file in existing.plan_files(io).await? {
             let batches = existing
                 .data_file_batches(io, &file.path, &key_indices, None)
@@ -322,15 +323,11 @@ async fn incremental(
             let mut position = 0u64;
             for batch in batches {
                 let batch = batch?;
-                let rows = keys
-                    .converter
-                    .convert_columns(batch.columns())
+                hits.clear();
+                keys.matches(&batch, position, &mut hits)
                     .map_err(|e| BuildError::model(model, format!("reading keys: {e}")))?;
-                for i in 0..batch.num_rows() {
-                    let pos = position + i as u64;
-                    if keys.seen.contains(rows.row(i).as_ref())
-                        && file.deleted.binary_search(&pos).is_err()
-                    {
+                for &pos in &hits {
+                    if file.deleted.binary_search(&pos).is_err() {
                         deletes.push((file.path.clone(), pos));
                     }
                 }
@@ -349,24 +346,45 @@ async fn incremental(
         .map(|s| (s, Some(rows)))
 }
 
-/// The unique keys of the rows a merge writes, to find the rows they replace.
+/// The unique keys of the rows a merge writes, to find the rows they replace. One integer
+/// key column (the common case) is kept as integers; other keys as `arrow::row` bytes.
 struct KeySet {
     converter: RowConverter,
     seen: HashSet<Box<[u8]>>,
+    ints: Option<HashSet<i64>>,
     indices: Vec<usize>,
 }
 
 impl KeySet {
     fn new(table: &LakeTable, indices: &[usize]) -> Self {
-        let fields = indices
+        let types: Vec<_> = indices
             .iter()
-            .map(|&i| SortField::new(table.arrow_schema().field(i).data_type().clone()))
+            .map(|&i| table.arrow_schema().field(i).data_type().clone())
             .collect();
+        let integer = matches!(
+            types.as_slice(),
+            [arrow::datatypes::DataType::Int64 | arrow::datatypes::DataType::Int32]
+        );
         Self {
-            converter: RowConverter::new(fields).expect("key types are plain columns"),
+            converter: RowConverter::new(types.into_iter().map(SortField::new).collect())
+                .expect("key types are plain columns"),
             seen: HashSet::new(),
+            ints: integer.then(HashSet::new),
             indices: indices.to_vec(),
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        match &self.ints {
+            Some(ints) => ints.is_empty(),
+            None => self.seen.is_empty(),
+        }
+    }
+
+    fn as_ints(column: &arrow::array::ArrayRef) -> Option<arrow::array::Int64Array> {
+        arrow::compute::cast(column, &arrow::datatypes::DataType::Int64)
+            .ok()
+            .and_then(|a| a.as_primitive_opt::<Int64Type>().cloned())
     }
 
     /// Adds the keys of `batch` (the table's schema); a key twice is an error.
@@ -384,28 +402,69 @@ impl KeySet {
                 ));
             }
         }
+        let duplicate = |i: usize| {
+            let key: Vec<String> = columns
+                .iter()
+                .map(|c| {
+                    arrow::util::display::array_value_to_string(c, i).unwrap_or_else(|_| "?".into())
+                })
+                .collect();
+            BuildError::model(
+                model,
+                format!(
+                    "the new rows hold the unique_key ({}) = ({}) more than once; a merge needs \
+                     one row per key",
+                    model.config.unique_key.join(", "),
+                    key.join(", ")
+                ),
+            )
+        };
+        if let Some(ints) = self.ints.as_mut() {
+            let values = Self::as_ints(&columns[0])
+                .ok_or_else(|| BuildError::model(model, "reading an integer key"))?;
+            for (i, v) in values.values().iter().enumerate() {
+                if !ints.insert(*v) {
+                    return Err(duplicate(i));
+                }
+            }
+            return Ok(());
+        }
         let rows = self
             .converter
             .convert_columns(&columns)
             .map_err(|e| BuildError::model(model, format!("reading keys: {e}")))?;
         for i in 0..batch.num_rows() {
             if !self.seen.insert(rows.row(i).as_ref().into()) {
-                let key: Vec<String> = columns
-                    .iter()
-                    .map(|c| {
-                        arrow::util::display::array_value_to_string(c, i)
-                            .unwrap_or_else(|_| "?".into())
-                    })
-                    .collect();
-                return Err(BuildError::model(
-                    model,
-                    format!(
-                        "the new rows hold the unique_key ({}) = ({}) more than once; a merge \
-                         needs one row per key",
-                        model.config.unique_key.join(", "),
-                        key.join(", ")
-                    ),
-                ));
+                return Err(duplicate(i));
+            }
+        }
+        Ok(())
+    }
+
+    /// Positions (offset by `first`) of the rows of `batch` (key columns only) whose key is
+    /// in the set.
+    fn matches(
+        &self,
+        batch: &arrow::array::RecordBatch,
+        first: u64,
+        out: &mut Vec<u64>,
+    ) -> Result<(), String> {
+        if let Some(ints) = &self.ints {
+            let values = Self::as_ints(batch.column(0)).ok_or("reading an integer key")?;
+            for (i, v) in values.values().iter().enumerate() {
+                if ints.contains(v) {
+                    out.push(first + i as u64);
+                }
+            }
+            return Ok(());
+        }
+        let rows = self
+            .converter
+            .convert_columns(batch.columns())
+            .map_err(|e| e.to_string())?;
+        for i in 0..batch.num_rows() {
+            if self.seen.contains(rows.row(i).as_ref()) {
+                out.push(first + i as u64);
             }
         }
         Ok(())
