@@ -232,7 +232,8 @@ pub async fn run_mcp(config: &Config, principal: &str) -> Result<()> {
     let Some(p) = config.principals.iter().find(|p| p.name == principal) else {
         let names: Vec<&str> = config.principals.iter().map(|p| p.name.as_str()).collect();
         bail!(
-            "no principal {principal:?} in [[principals]] of the configuration; the configured              ones are: {}",
+            "no principal {principal:?} in [[principals]] of the configuration; the configured \
+             ones are: {}",
             if names.is_empty() {
                 "(none: add a [[principals]] entry)".to_string()
             } else {

@@ -745,15 +745,20 @@ impl Toolbox<'_> {
             facts.push(format!("size: {}", human_bytes(b)));
         }
         body.push_str(&format!("- {}\n", facts.join(" · ")));
+        let lake = self
+            .service
+            .as_of()
+            .map(|a| as_of_text(&a))
+            .unwrap_or_else(|e| format!("of unknown freshness ({e})"));
         body.push_str(&format!(
-            "- freshness: {}{}\n",
-            t.lsn
-                .as_deref()
-                .map(|l| format!("as of LSN {l}"))
-                .unwrap_or_else(|| "no LSN recorded".into()),
+            "- freshness: the lake is {lake}; this table was last written{}{}\n",
             t.last_commit
                 .as_deref()
-                .map(|c| format!(", last written {c}"))
+                .map(|c| format!(" at {c}"))
+                .unwrap_or_else(|| " (never)".into()),
+            t.lsn
+                .as_deref()
+                .map(|l| format!(", as of source LSN {l}"))
                 .unwrap_or_default()
         ));
         if let Some(m) = &t.model {

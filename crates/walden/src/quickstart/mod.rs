@@ -437,8 +437,8 @@ fn mcp_client_config(http: std::net::SocketAddr, secrets: &Secrets) -> String {
     });
     let json = serde_json::to_string_pretty(&config).unwrap_or_default();
     format!(
-        "    Agents connect over MCP (paste into your MCP client's configuration; keep one of\
-         \n    the two: HTTP while this runs, or stdio, which opens the lake itself):\n{}\n",
+        "    Agents connect over MCP: paste into your MCP client's configuration (HTTP works \
+         while this runs;\n    stdio starts `walden mcp`, which opens the lake itself):\n{}\n",
         json.lines()
             .map(|l| format!("      {l}"))
             .collect::<Vec<_>>()
@@ -468,4 +468,29 @@ fn order_counts(batches: &[arrow::array::RecordBatch]) -> String {
         }
     }
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mcp_client_config_is_pasteable_json_for_both_transports() {
+        let secrets = Secrets {
+            password: "pw".into(),
+            token: "wld_abc".into(),
+            config_path: "/tmp/q/walden.toml".into(),
+        };
+        let text = mcp_client_config("127.0.0.1:7480".parse().expect("addr"), &secrets);
+        let json: String = text.lines().skip(2).collect::<Vec<_>>().join("\n");
+        let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+        let http = &v["mcpServers"]["walden"];
+        assert_eq!(http["url"], "http://127.0.0.1:7480/mcp");
+        assert_eq!(http["headers"]["Authorization"], "Bearer wld_abc");
+        let args = v["mcpServers"]["walden-stdio"]["args"].to_string();
+        assert_eq!(
+            args,
+            r#"["--config","/tmp/q/walden.toml","mcp","--principal","quickstart"]"#
+        );
+    }
 }
