@@ -13,6 +13,8 @@
 //!   the reference;
 //! - `models`: an incremental model build after 1% new rows against a full rebuild of the
 //!   same model, and a full build of the example project on the quickstart's shop;
+//! - `mcp`: the MCP front end's overhead over the bare query service (a small query
+//!   through the `query` tool) and `describe_table` of a 100-column table, in process;
 //! - `tpch`: the 22 TPC-H queries on walden's query engine over a lake replicated from
 //!   Postgres, against Postgres itself and DuckDB over Parquet files of the same data.
 //!
@@ -31,6 +33,7 @@ use walden_testkit::{LocalPgOptions, LocalPostgres};
 
 mod bigtxn;
 mod freshness;
+mod mcp;
 mod memory;
 mod models;
 mod tpch;
@@ -47,6 +50,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// MCP tool-call overhead over `QueryService::execute` of the same SQL (small result),
+    /// and `describe_table` of a 100-column table; in process, no Postgres needed.
+    Mcp {
+        /// Rows of the small table the query aggregates.
+        #[arg(long, default_value_t = 1000)]
+        rows: u64,
+        /// Runs of each; medians are reported.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+    },
     /// Incremental model build after 1% new rows vs a full rebuild; the example project's
     /// full build on the quickstart shop.
     Models {
@@ -287,6 +300,10 @@ fn main() -> Result<()> {
             let walden = walden_binary(walden)?;
             rt.block_on(memory::run(rows, changes, key, runs.max(1), &walden))
         }
+        Bench::Mcp { rows, runs } => rt.block_on(mcp::run(&mcp::Options {
+            rows,
+            runs: runs.max(1),
+        })),
         Bench::Models {
             rows,
             runs,

@@ -73,7 +73,7 @@ pub async fn serve(
 }
 
 /// An API error: a status and a JSON body `{"error": "..."}`.
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -114,14 +114,7 @@ async fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<Credenti
                 .into(),
         ));
     };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+    let token = crate::bearer_token(value);
     match token.and_then(|t| state.principals.by_token(t)) {
         Some(c) => Ok(c.clone()),
         None => {
@@ -266,7 +259,7 @@ fn with_meta_headers(mut r: Response, s: &Summary) -> Response {
     r
 }
 
-fn as_of_time(a: &AsOf) -> Option<String> {
+pub(crate) fn as_of_time(a: &AsOf) -> Option<String> {
     a.committed_at_ms
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
@@ -307,7 +300,10 @@ fn json_answer(
     Ok(out)
 }
 
-fn json_rows(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<Value>, ApiError> {
+pub(crate) fn json_rows(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Vec<Value>, ApiError> {
     // Unique positional names, so objects map back to positions.
     let renamed = Arc::new(Schema::new(
         schema

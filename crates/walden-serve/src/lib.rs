@@ -2,13 +2,16 @@
 //!
 //! - [`pg`]: the Postgres wire protocol (SCRAM-SHA-256, optional TLS, simple and extended
 //!   protocol, cancel requests);
-//! - [`http`]: `POST /v1/query`, the catalog endpoints, health, metrics and OpenAPI.
+//! - [`http`]: `POST /v1/query`, the catalog endpoints, health, metrics and OpenAPI;
+//! - [`mcp`]: the Model Context Protocol for agents (tools over the catalog and SQL,
+//!   table documentation as resources), over streamable HTTP at `/mcp` and over stdio.
 //!
-//! Neither decides anything about access or limits: both authenticate a principal from
+//! None decides anything about access or limits: both authenticate a principal from
 //! [`Principals`] and hand the query to the service, which plans, checks, runs, caps and
 //! audits it.
 
 pub mod http;
+pub mod mcp;
 pub mod pg;
 
 use std::collections::HashMap;
@@ -85,4 +88,15 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token of an `Authorization: Bearer <token>` header value (scheme matched without
+/// regard to case, surrounding spaces trimmed); `None` for any other form.
+pub fn bearer_token(value: &axum::http::HeaderValue) -> Option<&str> {
+    let v = value.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }

@@ -134,6 +134,10 @@ pub struct ServeSection {
     /// Where query operators spill (default: the system temp directory).
     #[serde(default)]
     pub spill_dir: Option<PathBuf>,
+    /// Browser origins (`scheme://host[:port]`) allowed to call `/mcp` besides localhost;
+    /// requests without an `Origin` header (agents, CLIs) are not affected.
+    #[serde(default)]
+    pub mcp_allowed_origins: Vec<String>,
 }
 
 impl Default for ServeSection {
@@ -147,6 +151,7 @@ impl Default for ServeSection {
             audit_retention_days: default_audit_retention_days(),
             query_memory_bytes: default_query_memory_bytes(),
             spill_dir: None,
+            mcp_allowed_origins: Vec::new(),
         }
     }
 }

@@ -45,6 +45,14 @@ enum Command {
     Serve,
     /// The main job: replicate and serve in one process (`replicate` + `serve`).
     Run,
+    /// Serve MCP (Model Context Protocol) over stdin/stdout for an agent client that
+    /// launches walden as a local command. The same tools are served over HTTP at /mcp by
+    /// `serve` and `run`.
+    Mcp {
+        /// The [[principals]] entry whose grants and limits apply.
+        #[arg(long)]
+        principal: String,
+    },
     /// Run one read-only SQL query over the lake.
     Query {
         sql: String,
@@ -225,6 +233,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve => walden::serve::run_serve(config).await?,
         Command::Run => walden::serve::run_all(config).await?,
+        Command::Mcp { principal } => walden::serve::run_mcp(config, &principal).await?,
         Command::Query { sql, format } => walden::run_query(config, &sql, format).await?,
         Command::Status => walden::run_status(config).await?,
         Command::Models { command } => match command {

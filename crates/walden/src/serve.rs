@@ -128,7 +128,14 @@ pub async fn start_endpoints(
         service: service.clone(),
         principals: principals.clone(),
         metrics: metrics_render(),
-    });
+    })
+    .merge(walden_serve::mcp::http::router(
+        walden_serve::mcp::http::McpHttpState {
+            service: service.clone(),
+            principals: principals.clone(),
+            allowed_origins: config.serve.mcp_allowed_origins.clone(),
+        },
+    ));
     let mut http_stop = stop.clone();
     tasks.spawn(async move {
         walden_serve::http::serve(http, router, async move {
@@ -216,4 +223,28 @@ pub async fn run_all(config: &Config) -> Result<()> {
     }
     replication?;
     served
+}
+
+/// `walden mcp --principal NAME`: one MCP session over stdin/stdout as the principal
+/// `NAME` of `[[principals]]` (its grants and limits; no secret is needed, the local user
+/// who can run walden with this configuration already has the lake). Logs go to stderr.
+pub async fn run_mcp(config: &Config, principal: &str) -> Result<()> {
+    let Some(p) = config.principals.iter().find(|p| p.name == principal) else {
+        let names: Vec<&str> = config.principals.iter().map(|p| p.name.as_str()).collect();
+        bail!(
+            "no principal {principal:?} in [[principals]] of the configuration; the configured \
+             ones are: {}",
+            if names.is_empty() {
+                "(none: add a [[principals]] entry)".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+    };
+    let lake = crate::open_existing_lake(config)?;
+    let service = query_service(config, lake)?;
+    walden_serve::mcp::WaldenMcp::for_principal(service, Arc::new(p.to_query_principal()))
+        .serve_stdio()
+        .await?;
+    Ok(())
 }

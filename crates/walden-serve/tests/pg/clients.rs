@@ -40,7 +40,7 @@ async fn psql(port: u16, user: &str, password: &str, args: &[&str], stdin: Optio
     cmd.output().await.expect("psql runs")
 }
 
-fn python() -> Option<PathBuf> {
+pub fn python() -> Option<PathBuf> {
     match std::env::var_os("WALDEN_TEST_PYTHON") {
         Some(p) if Path::new(&p).exists() => Some(PathBuf::from(p)),
         _ => {

@@ -18,7 +18,7 @@ use walden_lake::{
     WriterOptions,
 };
 
-fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
+pub fn column(name: &str, ty: ColumnType, nullable: bool) -> Column {
     Column {
         name: name.into(),
         ty,
@@ -32,7 +32,7 @@ pub fn placed_at_micros(i: i64) -> i64 {
     1_704_067_200_000_000 + i * 3_600_000_000
 }
 
-async fn write(
+pub async fn write(
     lake: &Lake,
     name: TableName,
     schema: TableSchema,

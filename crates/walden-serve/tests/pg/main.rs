@@ -5,10 +5,12 @@
 //! Python clients run with `WALDEN_TEST_PYTHON` (an interpreter with psycopg and asyncpg);
 //! JDBC with `/usr/share/java/postgresql.jar` (`apt-get install libpostgresql-jdbc-java`)
 //! and `javac`/`java`. A test whose client is missing says so loudly and passes.
+//! `mcp` drives the MCP endpoint with the `mcp` Python SDK (same interpreter).
 
 mod clients;
 mod guardrails;
 mod lake;
+mod mcp;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

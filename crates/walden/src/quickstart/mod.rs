@@ -101,7 +101,11 @@ pub async fn run(dir: &Path, scale: u32, duration: Option<Duration>) -> Result<(
         ),
     )?;
     project::write(&dir.join("project")).context("writing the example models project")?;
-    let secrets = Secrets { password, token };
+    let secrets = Secrets {
+        password,
+        token,
+        config_path: std::fs::canonicalize(&config_path).unwrap_or_else(|_| config_path.clone()),
+    };
     let loaded = crate::config::load(Some(&config_path))?;
     let config = &loaded.config;
 
@@ -353,9 +357,12 @@ async fn live(
 /// The principal the quickstart creates.
 const QUICKSTART_PRINCIPAL: &str = "quickstart";
 
+/// What a client needs to connect: the credentials, and the config file (for the stdio
+/// MCP command).
 struct Secrets {
     password: String,
     token: String,
+    config_path: std::path::PathBuf,
 }
 
 /// A random password and token in `<dir>/secrets/` (owner-only), for the config's
@@ -412,6 +419,39 @@ fn print_endpoints(endpoints: &crate::serve::Endpoints, secrets: &Secrets) {
         http = endpoints.http_addr,
         token = secrets.token,
     );
+    println!("{}", mcp_client_config(endpoints.http_addr, secrets));
+}
+
+/// Ready-to-paste MCP client configuration: the HTTP endpoint with its bearer token, and
+/// the stdio command (the `mcpServers` JSON most agent clients read).
+fn mcp_client_config(http: std::net::SocketAddr, secrets: &Secrets) -> String {
+    let walden = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "walden".into());
+    let config = serde_json::json!({
+        "mcpServers": {
+            "walden": {
+                "type": "http",
+                "url": format!("http://{http}/mcp"),
+                "headers": { "Authorization": format!("Bearer {}", secrets.token) }
+            },
+            "walden-stdio": {
+                "type": "stdio",
+                "command": walden,
+                "args": ["--config", secrets.config_path.display().to_string(),
+                         "mcp", "--principal", QUICKSTART_PRINCIPAL]
+            }
+        }
+    });
+    let json = serde_json::to_string_pretty(&config).unwrap_or_default();
+    format!(
+        "    Agents connect over MCP: paste into your MCP client's configuration (HTTP works \
+         while this runs;\n    stdio starts `walden mcp`, which opens the lake itself):\n{}\n",
+        json.lines()
+            .map(|l| format!("      {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
 }
 
 fn order_counts(batches: &[arrow::array::RecordBatch]) -> String {
@@ -436,4 +476,29 @@ fn order_counts(batches: &[arrow::array::RecordBatch]) -> String {
         }
     }
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mcp_client_config_is_pasteable_json_for_both_transports() {
+        let secrets = Secrets {
+            password: "pw".into(),
+            token: "wld_abc".into(),
+            config_path: "/tmp/q/walden.toml".into(),
+        };
+        let text = mcp_client_config("127.0.0.1:7480".parse().expect("addr"), &secrets);
+        let json: String = text.lines().skip(2).collect::<Vec<_>>().join("\n");
+        let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+        let http = &v["mcpServers"]["walden"];
+        assert_eq!(http["url"], "http://127.0.0.1:7480/mcp");
+        assert_eq!(http["headers"]["Authorization"], "Bearer wld_abc");
+        let args = v["mcpServers"]["walden-stdio"]["args"].to_string();
+        assert_eq!(
+            args,
+            r#"["--config","/tmp/q/walden.toml","mcp","--principal","quickstart"]"#
+        );
+    }
 }

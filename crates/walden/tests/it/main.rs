@@ -6,6 +6,7 @@ mod compare;
 mod faults;
 mod initial_sync;
 mod maintenance;
+mod mcp;
 mod models;
 mod preflight;
 mod schema;
