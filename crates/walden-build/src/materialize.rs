@@ -167,16 +167,7 @@ async fn table(
 ) -> Result<Built, BuildError> {
     let name = model_table(model);
     let sql = render(project, model, false)?;
-    let answer = builder
-        .service
-        .execute_at(
-            &builder.principal,
-            protocol(),
-            &sql,
-            None,
-            None,
-            Some(snapshot.clone()),
-        )
+    let answer = run(builder, &sql, snapshot)
         .await
         .map_err(|e| query_error(model, e))?;
     let schema = table_schema(model, &answer.schema())?;
@@ -250,16 +241,7 @@ async fn incremental(
         ));
     }
     let sql = render(project, model, true)?;
-    let answer = builder
-        .service
-        .execute_at(
-            &builder.principal,
-            protocol(),
-            &sql,
-            None,
-            None,
-            Some(snapshot.clone()),
-        )
+    let answer = run(builder, &sql, snapshot)
         .await
         .map_err(|e| query_error(model, e))?;
     let schema = table_schema(model, &answer.schema())?;
@@ -539,13 +521,13 @@ async fn commit(
     Ok(snapshot.with_table(name, location))
 }
 
-/// The first column of the first row of `sql` at `snapshot`, as a count.
-pub(crate) async fn scalar_u64(
+/// Runs `sql` at `snapshot` as the build principal (guarded, limited, audited).
+async fn run(
     builder: &Builder,
     sql: &str,
     snapshot: &Arc<CatalogSnapshot>,
-) -> Result<u64, walden_query::QueryError> {
-    let mut answer = builder
+) -> Result<Answer, walden_query::QueryError> {
+    builder
         .service
         .execute_at(
             &builder.principal,
@@ -555,7 +537,16 @@ pub(crate) async fn scalar_u64(
             None,
             Some(snapshot.clone()),
         )
-        .await?;
+        .await
+}
+
+/// The first column of the first row of `sql` at `snapshot`, as a count.
+pub(crate) async fn scalar_u64(
+    builder: &Builder,
+    sql: &str,
+    snapshot: &Arc<CatalogSnapshot>,
+) -> Result<u64, walden_query::QueryError> {
+    let mut answer = run(builder, sql, snapshot).await?;
     let batches = answer.collect().await?;
     answer.finish().await;
     let value = batches
@@ -576,17 +567,7 @@ pub(crate) async fn scalar_opt_i64(
     sql: &str,
     snapshot: &Arc<CatalogSnapshot>,
 ) -> Result<Option<i64>, walden_query::QueryError> {
-    let mut answer = builder
-        .service
-        .execute_at(
-            &builder.principal,
-            protocol(),
-            sql,
-            None,
-            None,
-            Some(snapshot.clone()),
-        )
-        .await?;
+    let mut answer = run(builder, sql, snapshot).await?;
     let batches = answer.collect().await?;
     answer.finish().await;
     Ok(batches
