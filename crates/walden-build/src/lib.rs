@@ -483,15 +483,15 @@ impl Run<'_> {
                 )),
             ),
             Ok(Some(age)) => {
-                let said = format!("{basis} is {age} s old");
+                let said = format!("{basis} is {} old", span(age));
                 match (bound(&freshness.error_after), bound(&freshness.warn_after)) {
                     (Some(e), _) if age > e => (
                         Status::Error,
-                        Some(format!("{said}, over error_after ({e} s)")),
+                        Some(format!("{said}, over error_after ({})", span(e))),
                     ),
                     (_, Some(w)) if age > w => (
                         Status::Warn,
-                        Some(format!("{said}, over warn_after ({w} s)")),
+                        Some(format!("{said}, over warn_after ({})", span(w))),
                     ),
                     _ => (Status::Success, Some(said)),
                 }
@@ -591,6 +591,16 @@ impl Run<'_> {
             },
             started_at_ms,
         );
+    }
+}
+
+/// A duration in seconds as people say it: `42 s`, `17 min`, `5 h`, `691 days`.
+fn span(seconds: i64) -> String {
+    match seconds.abs() {
+        s if s < 120 => format!("{seconds} s"),
+        s if s < 7200 => format!("{} min", seconds / 60),
+        s if s < 172_800 => format!("{} h", seconds / 3600),
+        _ => format!("{} days", seconds / 86_400),
     }
 }
 
