@@ -168,6 +168,10 @@ pub struct Builder {
     service: QueryService,
     lake: Lake,
     principal: Arc<Principal>,
+    /// Snapshots of model tables older than this are expired after each build (their
+    /// files deleted once nothing references them), so scheduled rebuilds do not grow the
+    /// lake without bound.
+    retention: Duration,
 }
 
 /// Properties recorded on every model table snapshot and view.
@@ -183,7 +187,16 @@ impl Builder {
             service,
             lake,
             principal,
+            retention: Duration::from_secs(15 * 60),
         }
+    }
+
+    /// How long replaced versions of model tables stay readable (time travel, readers
+    /// that started before a build); default 15 minutes, like `[lake]
+    /// snapshot_retention_ms`.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// Runs the selection: models in dependency order with their tests, then the tests

@@ -512,12 +512,29 @@ async fn commit(
             changes,
         )
         .await?;
-    let location = outcome
+    let committed = outcome
         .tables
         .first()
-        .and_then(|t| t.metadata_location())
-        .ok_or_else(|| BuildError::model(model, "the commit returned no table"))?
+        .ok_or_else(|| BuildError::model(model, "the commit returned no table"))?;
+    let mut location = committed
+        .metadata_location()
+        .ok_or_else(|| BuildError::model(model, "the commit returned no metadata location"))?
         .to_string();
+    // Earlier versions past the retention go, with the files only they used.
+    let keep_since = chrono::Utc::now().timestamp_millis() - builder.retention.as_millis() as i64;
+    match builder.lake.expire_snapshots(committed, keep_since).await {
+        Ok((table, expired)) => {
+            if let Some(l) = table.metadata_location() {
+                location = l.to_string();
+            }
+            metrics::counter!("walden_model_expired_snapshots_total")
+                .increment(expired.snapshots_removed as u64);
+        }
+        // The build itself is committed; the next one expires what this could not.
+        Err(e) => {
+            tracing::warn!(model = %model.name, error = %e, "expiring old model versions failed")
+        }
+    }
     Ok(snapshot.with_table(name, location))
 }
 

@@ -83,7 +83,11 @@ pub fn load_project(config: &Config, vars: Option<&str>) -> Result<Project> {
 pub fn builder(config: &Config) -> Result<Builder> {
     let lake = crate::open_existing_lake(config)?;
     let service = crate::serve::query_service(config, lake.clone())?;
-    Ok(Builder::new(service, lake, Arc::new(Principal::operator())))
+    Ok(
+        Builder::new(service, lake, Arc::new(Principal::operator())).with_retention(
+            std::time::Duration::from_millis(config.lake.snapshot_retention_ms),
+        ),
+    )
 }
 
 /// `walden models build` (models and tests) or `walden models test` (tests only).
@@ -310,7 +314,9 @@ pub fn start_scheduler(
     }
     let mut load = LoadOptions::default();
     load.vars.extend(config.models.vars.clone());
-    let builder = Builder::new(service, lake, Arc::new(Principal::operator()));
+    let builder = Builder::new(service, lake, Arc::new(Principal::operator())).with_retention(
+        std::time::Duration::from_millis(config.lake.snapshot_retention_ms),
+    );
     let scheduler = walden_build::schedule::SchedulerConfig {
         root,
         load,

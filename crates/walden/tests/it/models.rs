@@ -524,7 +524,7 @@ async fn the_scheduler_rebuilds_on_cron_ticks_and_when_replication_advances() {
     let cfg = extend_config(
         dir.path(),
         &format!(
-            "[models]\npath = \"{}\"\nscheduler_poll_ms = 200\n\n\
+            "snapshot_retention_ms = 0\n\n[models]\npath = \"{}\"\nscheduler_poll_ms = 200\n\n\
              [[models.schedules]]\nname = \"every-2s\"\nselect = \"dim_customers\"\ncron = \"*/2 * * * * *\"\n\n\
              [[models.schedules]]\nname = \"on-advance\"\nselect = \"fct_events\"\non_replication_advance = true\n",
             project_dir.display()
@@ -570,6 +570,20 @@ async fn the_scheduler_rebuilds_on_cron_ticks_and_when_replication_advances() {
     }
     stop.send(true).unwrap();
     scheduler.await.unwrap();
+    // Rebuilt every 2 s, yet one version is kept (retention 0 here) and no file of an
+    // earlier one is left on disk.
+    let lake = walden_lake::Lake::open(&cfg.lake.warehouse).unwrap();
+    let table = lake
+        .load_table(&walden_lake::TableName::new("marts", "dim_customers"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(table.metadata().snapshots().count(), 1);
+    let live = table.plan_files(lake.file_io()).await.unwrap().len();
+    let on_disk = std::fs::read_dir(cfg.lake.warehouse.join("marts/dim_customers/data"))
+        .unwrap()
+        .count();
+    assert_eq!(on_disk, live, "files of expired versions are deleted");
     let triggers = rows(
         &cfg,
         "SELECT DISTINCT node, trigger FROM walden.model_runs WHERE kind = 'model' \
