@@ -295,10 +295,28 @@ async fn incremental(
     let mut change = TableChange::new(existing.clone());
     change.data_files = files;
     if let Some(keys) = merge.filter(|k| !k.is_empty()) {
+        let keys_names = &model.config.unique_key;
         let mut deletes = Vec::new();
         let io = builder.lake.file_io();
         let mut hits = Vec::new();
+        // Files whose key bounds (manifest statistics) hold none of the new keys cannot
+        // hold a row they replace: new rows with fresh keys read nothing.
+        let key_field = existing
+            .metadata()
+            .current_schema()
+            .field_by_name(&keys_names[0])
+            .map(|f| f.id);
+        let sorted = keys.sorted_ints();
         for file in existing.plan_files(io).await? {
+            if let (Some(sorted), Some(id)) = (&sorted, key_field)
+                && let Some(stats) = file.columns.get(&id)
+                && let (Some(lo), Some(hi)) = (int_bound(stats.lower), int_bound(stats.upper))
+            {
+                let first = sorted.partition_point(|k| *k < lo);
+                if first == sorted.len() || sorted[first] > hi {
+                    continue;
+                }
+            }
             let batches = existing
                 .data_file_batches(io, &file.path, &key_indices, None)
                 .await?;
@@ -354,6 +372,13 @@ impl KeySet {
             ints: integer.then(HashSet::new),
             indices: indices.to_vec(),
         }
+    }
+
+    /// The keys in ascending order, for one integer key column.
+    fn sorted_ints(&self) -> Option<Vec<i64>> {
+        let mut v: Vec<i64> = self.ints.as_ref()?.iter().copied().collect();
+        v.sort_unstable();
+        Some(v)
     }
 
     fn is_empty(&self) -> bool {
@@ -450,6 +475,15 @@ impl KeySet {
             }
         }
         Ok(())
+    }
+}
+
+/// An integer manifest bound.
+fn int_bound(b: Option<walden_lake::Bound>) -> Option<i64> {
+    match b? {
+        walden_lake::Bound::Int(v) => Some(i64::from(v)),
+        walden_lake::Bound::Long(v) => Some(v),
+        _ => None,
     }
 }
 

@@ -117,6 +117,14 @@ where id > (select coalesce(max(id), 0) from {{ this }})
 {% endif %}",
     ),
     (
+        "models/marts/fct_orders.sql",
+        "{{ config(materialized='incremental', unique_key='order_id') }}
+select order_id, customer_id, amount, status, updated_at from {{ ref('stg_orders') }}
+{% if is_incremental() %}
+where updated_at > (select max(updated_at) from {{ this }})
+{% endif %}",
+    ),
+    (
         "models/marts/customer_report.sql",
         "{{ config(materialized='view') }}
 select tier, count(*) as customers, sum(total) as revenue
@@ -160,6 +168,8 @@ CREATE VIEW expect.fct_lines AS
   SELECT l.order_id, l.line_no, l.qty, l.price, l.qty * l.price AS line_amount, o.status, l.updated_at
   FROM order_lines l JOIN orders o ON o.id = l.order_id;
 CREATE VIEW expect.fct_events AS SELECT id, kind, at FROM events;
+CREATE VIEW expect.fct_orders AS
+  SELECT id AS order_id, customer_id, amount, status, updated_at FROM orders;
 CREATE VIEW expect.stg_orders AS
   SELECT id AS order_id, customer_id, amount, status, updated_at FROM orders;
 CREATE VIEW expect.customer_report AS
@@ -297,6 +307,7 @@ async fn a_multi_layer_project_builds_tests_and_matches_postgres() {
         ("dim_customers", "marts.dim_customers"),
         ("fct_lines", "marts.fct_lines"),
         ("fct_events", "marts.fct_events"),
+        ("fct_orders", "marts.fct_orders"),
         ("customer_report", "marts.customer_report"),
     ] {
         assert_model(&client, &cfg, model, relation).await;
@@ -341,6 +352,8 @@ async fn a_multi_layer_project_builds_tests_and_matches_postgres() {
              INSERT INTO order_lines VALUES (601, 1, 2, 5.00, '2026-06-01 00:00:00+00'),
                                             (601, 2, 1, 7.50, '2026-06-01 00:00:00+00');
              UPDATE orders SET status = 'shipped' WHERE id = 601;
+             UPDATE orders SET status = 'paid', updated_at = '2026-06-02 00:00:00+00'
+               WHERE id % 14 = 0;
              INSERT INTO events SELECT i, 'late', now() FROM generate_series(301, 320) i;",
         )
         .await
@@ -355,9 +368,18 @@ async fn a_multi_layer_project_builds_tests_and_matches_postgres() {
         .unwrap();
     // Only the changed lines went through the incremental query.
     assert_eq!(lines.rows, Some(85 * 3 + 2), "{lines:?}");
+    let orders = report
+        .results
+        .iter()
+        .find(|r| r.node == NodeId::Model("fct_orders".into()))
+        .unwrap();
+    // Merged on one integer key: the 42 updated orders (their lines changed too, so
+    // fct_lines picks up their new status) and the new one.
+    assert_eq!(orders.rows, Some(43), "{orders:?}");
     for (model, relation) in [
         ("fct_lines", "marts.fct_lines"),
         ("fct_events", "marts.fct_events"),
+        ("fct_orders", "marts.fct_orders"),
         ("dim_customers", "marts.dim_customers"),
         ("customer_report", "marts.customer_report"),
     ] {
