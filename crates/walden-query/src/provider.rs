@@ -16,6 +16,7 @@
 //! cast.
 
 use std::any::Any;
+use std::cmp::Ordering;
 use std::fs::File;
 use std::sync::Arc;
 
@@ -184,11 +185,32 @@ fn table_statistics(schema: &Schema, files: &[Arc<Statistics>]) -> Statistics {
         stats.total_byte_size = stats.total_byte_size.add(&f.total_byte_size);
         for (c, fc) in stats.column_statistics.iter_mut().zip(&f.column_statistics) {
             c.null_count = c.null_count.add(&fc.null_count);
-            c.min_value = c.min_value.min(&fc.min_value);
-            c.max_value = c.max_value.max(&fc.max_value);
+            c.min_value = wider_bound(&c.min_value, &fc.min_value, Ordering::Less);
+            c.max_value = wider_bound(&c.max_value, &fc.max_value, Ordering::Greater);
         }
     }
     stats
+}
+
+/// The wider of two bounds (`toward` = `Less` for minimums, `Greater` for maximums),
+/// exact when the winning bound is. An inexact bound (a file with deleted rows) still
+/// holds every live value of its file, so when an exact bound beats it, no live value
+/// of that file can be the table's extreme: the table's maximum of `updated_at` stays
+/// exact after a merge deleted older rows, and `max()` is answered without a scan.
+fn wider_bound(
+    a: &Precision<ScalarValue>,
+    b: &Precision<ScalarValue>,
+    toward: Ordering,
+) -> Precision<ScalarValue> {
+    let (Some(x), Some(y)) = (a.get_value(), b.get_value()) else {
+        return Precision::Absent;
+    };
+    match x.partial_cmp(y) {
+        Some(o) if o == toward => a.clone(),
+        Some(Ordering::Equal) if a.is_exact() == Some(true) => a.clone(),
+        Some(_) => b.clone(),
+        None => Precision::Absent,
+    }
 }
 
 /// Presents each file's columns to DataFusion's default expression adapter under the
@@ -467,10 +489,42 @@ mod tests {
             t.column_statistics[0].min_value,
             Precision::Inexact(ScalarValue::Date32(Some(1)))
         );
+        // `a`'s exact maximum is past `b`'s bound: no live row of `b` can be larger.
         assert_eq!(
             t.column_statistics[0].max_value,
-            Precision::Inexact(ScalarValue::Date32(Some(9)))
+            Precision::Exact(ScalarValue::Date32(Some(9)))
         );
         assert_eq!(t.column_statistics[0].null_count, Precision::Inexact(1));
+    }
+
+    #[test]
+    fn an_exact_bound_beyond_every_inexact_one_stays_exact() {
+        let schema = Schema::new(vec![Field::new("d", DataType::Date32, true)]);
+        let ids = [1];
+        // A merged model: old rows (some deleted, bounds inexact) and a new file whose
+        // exact maximum is past everything older.
+        let old = Arc::new(file_statistics(&schema, &ids, &file(10, vec![2], 1, 7, 0)));
+        let new = Arc::new(file_statistics(&schema, &ids, &file(3, vec![], 5, 9, 0)));
+        let t = table_statistics(&schema, &[old.clone(), new.clone()]);
+        let date = |v| ScalarValue::Date32(Some(v));
+        assert_eq!(t.column_statistics[0].max_value, Precision::Exact(date(9)));
+        // The minimum is the deleted-from file's bound: the row holding it may be gone.
+        assert_eq!(
+            t.column_statistics[0].min_value,
+            Precision::Inexact(date(1))
+        );
+        // A tie with an exact bound is exact whichever file comes first.
+        let tie = Arc::new(file_statistics(&schema, &ids, &file(10, vec![2], 1, 9, 0)));
+        for files in [[tie.clone(), new.clone()], [new.clone(), tie.clone()]] {
+            let t = table_statistics(&schema, &files);
+            assert_eq!(t.column_statistics[0].max_value, Precision::Exact(date(9)));
+        }
+        // An inexact bound beyond the exact one: the true maximum is somewhere between.
+        let beyond = Arc::new(file_statistics(&schema, &ids, &file(10, vec![2], 1, 12, 0)));
+        let t = table_statistics(&schema, &[beyond, new]);
+        assert_eq!(
+            t.column_statistics[0].max_value,
+            Precision::Inexact(date(12))
+        );
     }
 }
