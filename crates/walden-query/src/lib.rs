@@ -7,6 +7,7 @@
 //! - [`policy`]: principals, their grants and [`Limits`];
 //! - [`secure`]: masked columns and row filters inside the scan;
 //! - [`guard`]: the checks on the logical plan;
+//! - [`initplan`]: uncorrelated scalar subqueries run first and become constants;
 //! - [`limits`]: per-query memory pools under a global budget, result caps;
 //! - [`functions`]: functions whose output can dwarf their input, bounded;
 //! - [`audit`]: the durable audit log;
@@ -19,6 +20,7 @@ pub mod audit;
 pub mod catalog;
 pub mod functions;
 pub mod guard;
+mod initplan;
 pub mod limits;
 mod pgcatalog;
 pub mod policy;

@@ -372,6 +372,8 @@ impl QueryService {
                 Some(p) => planned.plan.clone().with_param_values(p)?,
                 None => planned.plan.clone(),
             };
+            let plan =
+                crate::initplan::fold(&planned.state, plan, limits.memory_limit_bytes).await?;
             let plan = planned.state.optimize(&plan)?;
             let digest = digest(&plan);
             let physical = planned.state.create_physical_plan(&plan).await?;

@@ -518,3 +518,85 @@ async fn http_answers_match_postgres_and_grants_hold_in_every_form() {
     stop.send(true).unwrap();
     endpoints.wait().await.unwrap();
 }
+
+/// Uncorrelated scalar subqueries run before the main query and become constants (so
+/// their comparisons reach the Parquet scan): answers equal Postgres' wherever the
+/// subquery stands, an empty subquery is NULL, nested and correlated ones still work,
+/// and more than one row is Postgres' error.
+#[tokio::test(flavor = "multi_thread")]
+async fn scalar_subqueries_run_first_and_answer_as_postgres() {
+    let (_db, url, client) = database(
+        "initplan",
+        "CREATE TABLE events (id bigint PRIMARY KEY, kind text NOT NULL, amount numeric(10,2),
+                             at timestamptz NOT NULL);
+         INSERT INTO events
+           SELECT i, 'k' || (i % 5), (i % 89) * 0.75,
+                  '2026-01-01 00:00:00+00'::timestamptz + i * interval '1 minute'
+           FROM generate_series(1, 3000) i;
+         CREATE TABLE seen (id bigint PRIMARY KEY, at timestamptz);
+         INSERT INTO seen SELECT i, '2026-01-01 00:00:00+00'::timestamptz + i * interval '1 minute'
+           FROM generate_series(1, 2500) i;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &url, "");
+    catch_up(&cfg).await;
+    let queries = [
+        // The incremental-model shape.
+        "SELECT id, kind, amount FROM public.events WHERE at > (SELECT max(at) FROM public.seen)",
+        // In the select list, in HAVING, twice, and nested.
+        "SELECT kind, count(*) AS n, (SELECT count(*) FROM public.seen) AS seen FROM public.events \
+         GROUP BY kind HAVING sum(amount) > (SELECT avg(amount) FROM public.events) * 100",
+        "SELECT id FROM public.events WHERE id BETWEEN (SELECT min(id) FROM public.seen) + 10 \
+         AND (SELECT min(id) FROM public.seen WHERE id > (SELECT avg(id) FROM public.seen))",
+        // Empty: NULL, so no row compares true.
+        "SELECT count(*) AS n FROM public.events WHERE at > (SELECT at FROM public.seen WHERE id < 0)",
+        "SELECT (SELECT kind FROM public.events WHERE id = -1) AS missing, 1 AS one",
+        // Correlated: left to the engine's decorrelation.
+        "SELECT e.id FROM public.events e WHERE e.amount > \
+         (SELECT avg(x.amount) FROM public.events x WHERE x.kind = e.kind) AND e.id < 200",
+    ];
+    let engine = walden_query::QueryEngine::new(
+        walden_lake::Lake::open(&cfg.lake.warehouse).expect("the lake"),
+    );
+    client.batch_execute("CREATE SCHEMA expect").await.unwrap();
+    for (i, sql) in queries.iter().enumerate() {
+        client
+            .batch_execute(&format!("CREATE VIEW expect.q{i} AS {sql}"))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {}", walden_testkit::pg_error(&e)));
+        let d = crate::compare::diff(
+            &client,
+            &format!("expect.q{i}"),
+            &engine,
+            &format!("({sql}) q"),
+        )
+        .await;
+        assert!(
+            d.is_empty(),
+            "{sql} differs from Postgres:\n{}",
+            d.join("\n")
+        );
+    }
+    let many = engine
+        .sql("SELECT id FROM public.events WHERE id = (SELECT id FROM public.seen)")
+        .await
+        .expect_err("more than one row is an error");
+    assert!(
+        many.to_string()
+            .contains("more than one row returned by a subquery used as an expression"),
+        "{many}"
+    );
+    // EXPLAIN does not run the subquery: it is still in the plan.
+    let explained = engine
+        .sql("EXPLAIN SELECT id FROM public.events WHERE at > (SELECT max(at) FROM public.seen)")
+        .await
+        .expect("explain");
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&explained)
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("max(public.seen.at)") || text.contains("max(seen.at)"),
+        "{text}"
+    );
+}
