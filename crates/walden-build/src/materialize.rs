@@ -19,6 +19,10 @@ use crate::{BuildError, Builder, as_of_properties, model_table, protocol};
 
 type Built = (Arc<CatalogSnapshot>, Option<u64>);
 
+/// Merge keys are looked up once per row of the model's table: a fast hasher (keys come
+/// from the model's own rows, not from untrusted clients).
+type KeyHashSet<T> = HashSet<T, foldhash::fast::RandomState>;
+
 /// Builds `model` against `snapshot`; returns the snapshot with the model's new version
 /// and the rows written (`None` for views).
 pub(crate) async fn build(
@@ -295,48 +299,9 @@ async fn incremental(
     let mut change = TableChange::new(existing.clone());
     change.data_files = files;
     if let Some(keys) = merge.filter(|k| !k.is_empty()) {
-        let keys_names = &model.config.unique_key;
-        let mut deletes = Vec::new();
-        let io = builder.lake.file_io();
-        let mut hits = Vec::new();
-        // Files whose key bounds (manifest statistics) hold none of the new keys cannot
-        // hold a row they replace: new rows with fresh keys read nothing.
-        let key_field = existing
-            .metadata()
-            .current_schema()
-            .field_by_name(&keys_names[0])
-            .map(|f| f.id);
-        let sorted = keys.sorted_ints();
-        for file in existing.plan_files(io).await? {
-            if let (Some(sorted), Some(id)) = (&sorted, key_field)
-                && let Some(stats) = file.columns.get(&id)
-                && let (Some(lo), Some(hi)) = (int_bound(stats.lower), int_bound(stats.upper))
-            {
-                let first = sorted.partition_point(|k| *k < lo);
-                if first == sorted.len() || sorted[first] > hi {
-                    continue;
-                }
-            }
-            let batches = existing
-                .data_file_batches(io, &file.path, &key_indices, None)
-                .await?;
-            let mut position = 0u64;
-            for batch in batches {
-                let batch = batch?;
-                hits.clear();
-                keys.matches(&batch, position, &mut hits)
-                    .map_err(|e| BuildError::model(model, format!("reading keys: {e}")))?;
-                for &pos in &hits {
-                    if file.deleted.binary_search(&pos).is_err() {
-                        deletes.push((file.path.clone(), pos));
-                    }
-                }
-                position += batch.num_rows() as u64;
-            }
-        }
+        let deletes = replaced_rows(builder, model, &existing, &key_indices, keys).await?;
         if !deletes.is_empty() {
-            deletes.sort();
-            let writer = PositionDeleteWriter::new(io, &existing)?;
+            let writer = PositionDeleteWriter::new(builder.lake.file_io(), &existing)?;
             change.delete_files = vec![writer.write(&deletes).await?];
         }
     }
@@ -346,12 +311,81 @@ async fn incremental(
         .map(|s| (s, Some(rows)))
 }
 
+/// The live rows of `existing` whose key is in `keys` (sorted `(file, position)`): the
+/// rows a merge replaces. Only the key columns are decoded, files in parallel on blocking
+/// threads; a file whose manifest bounds of a single integer key hold none of the keys
+/// is not read at all (new rows with fresh keys read nothing).
+async fn replaced_rows(
+    builder: &Builder,
+    model: &Model,
+    existing: &LakeTable,
+    key_indices: &[usize],
+    keys: KeySet,
+) -> Result<Vec<(String, u64)>, BuildError> {
+    use futures::StreamExt;
+    let io = builder.lake.file_io();
+    let key_field = existing
+        .metadata()
+        .current_schema()
+        .field_by_name(&model.config.unique_key[0])
+        .map(|f| f.id);
+    let sorted = keys.sorted_ints();
+    let keys = Arc::new(keys);
+    let mut reads = Vec::new();
+    for file in existing.plan_files(io).await? {
+        if let (Some(sorted), Some(id)) = (&sorted, key_field)
+            && let Some(stats) = file.columns.get(&id)
+            && let (Some(lo), Some(hi)) = (int_bound(stats.lower), int_bound(stats.upper))
+        {
+            let first = sorted.partition_point(|k| *k < lo);
+            if first == sorted.len() || sorted[first] > hi {
+                continue;
+            }
+        }
+        let keys = keys.clone();
+        reads.push(async move {
+            let batches = existing
+                .data_file_batches(io, &file.path, key_indices, None)
+                .await?;
+            let found = tokio::task::spawn_blocking(move || {
+                let mut hits = Vec::new();
+                let mut out = Vec::new();
+                let mut position = 0u64;
+                for batch in batches {
+                    let batch = batch.map_err(|e| e.to_string())?;
+                    hits.clear();
+                    keys.matches(&batch, position, &mut hits)?;
+                    out.extend(
+                        hits.iter()
+                            .filter(|pos| file.deleted.binary_search(pos).is_err())
+                            .map(|&pos| (file.path.clone(), pos)),
+                    );
+                    position += batch.num_rows() as u64;
+                }
+                Ok::<_, String>(out)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+            found.map_err(|e| BuildError::model(model, format!("reading keys: {e}")))
+        });
+    }
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut results = futures::stream::iter(reads).buffer_unordered(parallel);
+    let mut deletes = Vec::new();
+    while let Some(found) = results.next().await {
+        deletes.extend(found?);
+    }
+    deletes.sort();
+    Ok(deletes)
+}
+
 /// The unique keys of the rows a merge writes, to find the rows they replace. One integer
 /// key column (the common case) is kept as integers; other keys as `arrow::row` bytes.
 struct KeySet {
     converter: RowConverter,
-    seen: HashSet<Box<[u8]>>,
-    ints: Option<HashSet<i64>>,
+    seen: KeyHashSet<Box<[u8]>>,
+    ints: Option<KeyHashSet<i64>>,
     indices: Vec<usize>,
 }
 
@@ -368,8 +402,8 @@ impl KeySet {
         Self {
             converter: RowConverter::new(types.into_iter().map(SortField::new).collect())
                 .expect("key types are plain columns"),
-            seen: HashSet::new(),
-            ints: integer.then(HashSet::new),
+            seen: KeyHashSet::default(),
+            ints: integer.then(KeyHashSet::default),
             indices: indices.to_vec(),
         }
     }
