@@ -130,6 +130,12 @@ async fn run(
         .map(|f| f.data_type().clone())
         .ok_or_else(|| QueryError::Parse("a scalar subquery returns no column".into()))?;
     let df = |e| QueryError::from_df(e, memory_limit);
+    // Two rows tell one from too many: a subquery that would return millions stops there
+    // instead of being collected whole (its rows pass no result cap).
+    let plan = datafusion::logical_expr::LogicalPlanBuilder::from(plan)
+        .limit(0, Some(2))
+        .and_then(|b| b.build())
+        .map_err(df)?;
     let optimized = state.optimize(&plan).map_err(df)?;
     let physical = state.create_physical_plan(&optimized).await.map_err(df)?;
     let batches = datafusion::physical_plan::collect(
