@@ -11,7 +11,7 @@ use iceberg::spec::{
     DataContentType, DataFile, NestedField, PrimitiveType, Schema, SchemaRef, Type,
 };
 use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder, ParquetWriterBuilder};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::Compression;
 use parquet::file::properties::{WriterProperties, WriterVersion};
 use uuid::Uuid;
 
@@ -37,10 +37,17 @@ impl Default for WriterOptions {
     }
 }
 
+/// Parquet as the query engine reads it fastest (docs/benchmarks.md, "Lake file layout"):
+/// - LZ4_RAW: decompression was a tenth of all query CPU with ZSTD, several times less with
+///   LZ4; files are about a third larger. pyarrow, DuckDB, Spark and Trino read it.
+/// - dictionary pages of at most 64 KiB: a column with more distinct values than that
+///   (keys, prices, comments) falls back to plain encoding early instead of filling a
+///   1 MiB dictionary whose lookups miss the cache on every value.
 fn writer_properties(row_group_bytes: u64) -> WriterProperties {
     WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_compression(Compression::LZ4_RAW)
+        .set_dictionary_page_size_limit(64 * 1024)
         .set_max_row_group_row_count(Some(1024 * 1024))
         .set_max_row_group_bytes(Some(row_group_bytes as usize))
         .set_created_by("walden".to_string())

@@ -421,7 +421,7 @@ fn table_properties(t: &SourceTable) -> HashMap<String, String> {
         ("walden.source-oid".to_string(), t.oid.to_string()),
         (
             "write.parquet.compression-codec".to_string(),
-            "zstd".to_string(),
+            "lz4_raw".to_string(),
         ),
     ])
 }
