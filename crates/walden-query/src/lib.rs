@@ -8,6 +8,7 @@
 //! - [`secure`]: masked columns and row filters inside the scan;
 //! - [`guard`]: the checks on the logical plan;
 //! - [`initplan`]: uncorrelated scalar subqueries run first and become constants;
+//! - [`runtime_filter`]: join and top-k runtime filters applied to the scans' rows;
 //! - [`limits`]: per-query memory pools under a global budget, result caps;
 //! - [`functions`]: functions whose output can dwarf their input, bounded;
 //! - [`audit`]: the durable audit log;
@@ -25,6 +26,7 @@ pub mod limits;
 mod pgcatalog;
 pub mod policy;
 mod provider;
+mod runtime_filter;
 mod schema;
 pub mod secure;
 pub mod service;

@@ -31,6 +31,8 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
 use datafusion::prelude::SessionConfig;
+
+use crate::runtime_filter::ApplyRuntimeFilters;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
 use datafusion_pg_catalog::pg_catalog::{
@@ -174,10 +176,15 @@ impl QueryService {
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
             .with_target_partitions(options.target_partitions.max(1))
+            // Joins publish their runtime filters as a lookup into their hash table rather
+            // than as an IN list: walden applies them to rows (runtime_filter.rs), where a
+            // long IN list under a per-partition CASE cost ten times the lookup.
+            .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_size", 0)
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
         let mut base = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(ApplyRuntimeFilters))
             .build();
         for udf in pg_functions() {
             datafusion::execution::FunctionRegistry::register_udf(&mut base, Arc::new(udf))?;

@@ -600,3 +600,108 @@ async fn scalar_subqueries_run_first_and_answer_as_postgres() {
         "{text}"
     );
 }
+
+/// Join runtime filters are applied to the probe side's rows (runtime_filter.rs): a
+/// selective one drops rows right above the scan, an unselective one switches itself off,
+/// and answers stay Postgres' either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn runtime_filters_drop_rows_at_the_scan_and_keep_answers() {
+    let (_db, url, client) = database(
+        "runtimefilter",
+        "CREATE TABLE parts (id int PRIMARY KEY, brand text NOT NULL, size int NOT NULL);
+         INSERT INTO parts SELECT i, 'Brand#' || (i % 25), i % 50 FROM generate_series(1, 4000) i;
+         CREATE TABLE items (id bigint PRIMARY KEY, part_id int NOT NULL,
+                             qty numeric(12,2) NOT NULL, note text);
+         INSERT INTO items SELECT i, 1 + (i * 7919) % 4000, (i % 50) + 1,
+                                  CASE WHEN i % 3 = 0 THEN NULL ELSE 'n' || (i % 11) END
+           FROM generate_series(1, 150000) i;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &url, "");
+    catch_up(&cfg).await;
+    let selective = "SELECT sum(i.qty) AS total, count(*) AS n FROM public.items i, public.parts p \
+         WHERE p.id = i.part_id AND p.brand = 'Brand#7' AND p.size = 7 \
+         AND i.qty < (SELECT 0.5 * avg(x.qty) FROM public.items x WHERE x.part_id = p.id)";
+    let unselective = "SELECT p.brand, count(*) AS n, sum(i.qty) AS q FROM public.items i \
+         JOIN public.parts p ON p.id = i.part_id GROUP BY p.brand";
+    let queries = [
+        selective,
+        unselective,
+        // A semi join, a static filter under the runtime one, NULLs on the probe side.
+        "SELECT i.note, count(*) AS n FROM public.items i WHERE i.qty > 10 \
+         AND i.part_id IN (SELECT id FROM public.parts WHERE size < 3) GROUP BY i.note",
+        // Top-k publishes a filter too.
+        "SELECT id, qty FROM public.items ORDER BY qty DESC, id LIMIT 7",
+    ];
+    let engine = walden_query::QueryEngine::new(
+        walden_lake::Lake::open(&cfg.lake.warehouse).expect("the lake"),
+    );
+    client.batch_execute("CREATE SCHEMA expect").await.unwrap();
+    for (i, sql) in queries.iter().enumerate() {
+        client
+            .batch_execute(&format!("CREATE VIEW expect.q{i} AS {sql}"))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {}", walden_testkit::pg_error(&e)));
+        let d = crate::compare::diff(
+            &client,
+            &format!("expect.q{i}"),
+            &engine,
+            &format!("({sql}) q"),
+        )
+        .await;
+        assert!(
+            d.is_empty(),
+            "{sql} differs from Postgres:\n{}",
+            d.join("\n")
+        );
+    }
+    // What the filters did, from EXPLAIN ANALYZE's metrics.
+    let filters = |text: String| -> Vec<(u64, u64)> {
+        let count = |line: &str, name: &str| -> u64 {
+            let at = line
+                .find(&format!("{name}="))
+                .unwrap_or_else(|| panic!("{name} in {line}"));
+            let v = line[at + name.len() + 1..]
+                .split([',', ']'])
+                .next()
+                .unwrap()
+                .trim();
+            let (n, unit) = v.split_once(' ').unwrap_or((v, ""));
+            let n: f64 = n.parse().unwrap_or_else(|_| panic!("{v}"));
+            let scale = match unit {
+                "K" => 1e3,
+                "M" => 1e6,
+                _ => 1.0,
+            };
+            (n * scale) as u64
+        };
+        text.lines()
+            .filter(|l| l.contains("RuntimeFilterExec"))
+            .map(|l| (count(l, "rows_pruned"), count(l, "rows_bypassed")))
+            .collect()
+    };
+    let analyze = |sql: &str| {
+        let engine = &engine;
+        let sql = format!("EXPLAIN ANALYZE {sql}");
+        async move {
+            let out = engine.sql(&sql).await.expect("explain analyze");
+            datafusion::arrow::util::pretty::pretty_format_batches(&out)
+                .unwrap()
+                .to_string()
+        }
+    };
+    let text = analyze(selective).await;
+    let found = filters(text.clone());
+    assert!(!found.is_empty(), "no runtime filter:\n{text}");
+    // Brand#7 and size 7: 160 parts of 4000; most of the 150,000 items go at the scan.
+    let pruned: u64 = found.iter().map(|f| f.0).sum();
+    assert!(pruned > 100_000, "{found:?}\n{text}");
+    let text = analyze(unselective).await;
+    let found = filters(text.clone());
+    assert!(!found.is_empty(), "no runtime filter:\n{text}");
+    // Every item has its part: after its sample the filter stops evaluating.
+    assert!(found.iter().all(|f| f.0 == 0), "{found:?}\n{text}");
+    let bypassed: u64 = found.iter().map(|f| f.1).sum();
+    assert!(bypassed > 0, "{found:?}\n{text}");
+}
