@@ -249,8 +249,7 @@ impl ExecutionPlan for RuntimeFilterExec {
 /// Where a stream stands with its filter.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Judgement {
-    /// No filter published yet (or a new one since the last judgement): evaluate and
-    /// sample.
+    /// No published filter seen yet; the first one starts a sample.
     Waiting,
     /// Sampling the filter of this generation.
     Sampling(u64),

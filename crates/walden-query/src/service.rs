@@ -31,8 +31,6 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
 use datafusion::prelude::SessionConfig;
-
-use crate::runtime_filter::ApplyRuntimeFilters;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
 use datafusion_pg_catalog::pg_catalog::{
@@ -47,6 +45,7 @@ use crate::catalog::{CatalogSnapshot, LakeCatalog};
 use crate::guard::{self, Allowed};
 use crate::limits::{GlobalBudget, QueryPool, ResultCap};
 use crate::policy::{Principal, Protocol};
+use crate::runtime_filter::ApplyRuntimeFilters;
 use crate::schema::NamespaceSchema;
 use crate::system::SystemSchema;
 use crate::{QueryError, Result, SQL_CATALOG, format_lsn};

@@ -523,6 +523,33 @@ async fn http_answers_match_postgres_and_grants_hold_in_every_form() {
 /// their comparisons reach the Parquet scan): answers equal Postgres' wherever the
 /// subquery stands, an empty subquery is NULL, nested and correlated ones still work,
 /// and more than one row is Postgres' error.
+/// Each query's answer over the lake equals Postgres' over the source, row by row.
+async fn answers_as_postgres(
+    client: &tokio_postgres::Client,
+    engine: &walden_query::QueryEngine,
+    queries: &[&str],
+) {
+    client.batch_execute("CREATE SCHEMA expect").await.unwrap();
+    for (i, sql) in queries.iter().enumerate() {
+        client
+            .batch_execute(&format!("CREATE VIEW expect.q{i} AS {sql}"))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {}", walden_testkit::pg_error(&e)));
+        let d = crate::compare::diff(
+            client,
+            &format!("expect.q{i}"),
+            engine,
+            &format!("({sql}) q"),
+        )
+        .await;
+        assert!(
+            d.is_empty(),
+            "{sql} differs from Postgres:\n{}",
+            d.join("\n")
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn scalar_subqueries_run_first_and_answer_as_postgres() {
     let (_db, url, client) = database(
@@ -559,25 +586,7 @@ async fn scalar_subqueries_run_first_and_answer_as_postgres() {
     let engine = walden_query::QueryEngine::new(
         walden_lake::Lake::open(&cfg.lake.warehouse).expect("the lake"),
     );
-    client.batch_execute("CREATE SCHEMA expect").await.unwrap();
-    for (i, sql) in queries.iter().enumerate() {
-        client
-            .batch_execute(&format!("CREATE VIEW expect.q{i} AS {sql}"))
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {}", walden_testkit::pg_error(&e)));
-        let d = crate::compare::diff(
-            &client,
-            &format!("expect.q{i}"),
-            &engine,
-            &format!("({sql}) q"),
-        )
-        .await;
-        assert!(
-            d.is_empty(),
-            "{sql} differs from Postgres:\n{}",
-            d.join("\n")
-        );
-    }
+    answers_as_postgres(&client, &engine, &queries).await;
     let many = engine
         .sql("SELECT id FROM public.events WHERE id = (SELECT id FROM public.seen)")
         .await
@@ -637,25 +646,7 @@ async fn runtime_filters_drop_rows_at_the_scan_and_keep_answers() {
     let engine = walden_query::QueryEngine::new(
         walden_lake::Lake::open(&cfg.lake.warehouse).expect("the lake"),
     );
-    client.batch_execute("CREATE SCHEMA expect").await.unwrap();
-    for (i, sql) in queries.iter().enumerate() {
-        client
-            .batch_execute(&format!("CREATE VIEW expect.q{i} AS {sql}"))
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {}", walden_testkit::pg_error(&e)));
-        let d = crate::compare::diff(
-            &client,
-            &format!("expect.q{i}"),
-            &engine,
-            &format!("({sql}) q"),
-        )
-        .await;
-        assert!(
-            d.is_empty(),
-            "{sql} differs from Postgres:\n{}",
-            d.join("\n")
-        );
-    }
+    answers_as_postgres(&client, &engine, &queries).await;
     // What the filters did, from EXPLAIN ANALYZE's metrics.
     let filters = |text: String| -> Vec<(u64, u64)> {
         let count = |line: &str, name: &str| -> u64 {
